@@ -1,0 +1,79 @@
+"""Normalising a trace step for a target (PROTOCOL.md, "A trace"): saved values
+substituted, numbers as integers, flag lists and constant names as integers,
+argsz/size filled in.  Names only a target can resolve (fds, buffers,
+placeholders) are left as they are."""
+
+from __future__ import annotations
+
+import copy
+
+from vfiospec.reference import uapi
+from vfiospec.reference.numbers import is_int, parse_int
+
+
+class UndefinedName(KeyError):
+    pass
+
+
+def subst(v, saved: dict):
+    if isinstance(v, str) and v.startswith("$"):
+        if v[1:] not in saved:
+            raise UndefinedName(v)
+        return saved[v[1:]]
+    if isinstance(v, dict):
+        return {k: subst(x, saved) for k, x in v.items()}
+    if isinstance(v, list):
+        return [subst(x, saved) for x in v]
+    return v
+
+
+def _num(v):
+    return parse_int(v) if isinstance(v, (int, str)) and is_int(v) else v
+
+
+def _struct(st: uapi.Struct, obj: dict) -> dict:
+    out = {}
+    for k, v in obj.items():
+        f = st.field(k)
+        if isinstance(f.type, uapi.Struct):
+            out[k] = _struct(f.type, v)
+        elif f.kind == "flags" and isinstance(v, list):
+            out[k] = uapi.flag_value(st, v)
+        elif f.kind == "array" and isinstance(v, list):
+            out[k] = [_struct(f.array_of, e) for e in v]
+        elif f.kind in ("addr", "fd", "array"):
+            out[k] = _num(v)
+        else:
+            out[k] = parse_int(v)
+    return out
+
+
+def normalize(step: dict, saved: dict) -> dict:
+    """The step as a target receives it."""
+    s = {k: subst(v, saved) for k, v in step.items() if k not in ("expect", "save", "comment")}
+    call = s["call"]
+    if call == "mmap":
+        s["length"] = parse_int(s["length"])
+    elif call == "kapi":
+        for k in ("iova", "npage", "length"):
+            if k in s:
+                s[k] = parse_int(s[k])
+    elif call == "ioctl":
+        io = uapi.IOCTLS[s["cmd"]]
+        arg = s.get("arg")
+        if io.arg == "int" and arg is not None:
+            s["arg"] = uapi.CONSTANTS[arg] if isinstance(arg, str) and arg in uapi.CONSTANTS else parse_int(arg)
+        elif io.arg == "struct":
+            obj = _struct(io.struct, arg or {})
+            obj.setdefault(io.size_field, io.struct.size)
+            s["arg"] = obj
+    return s
+
+
+def struct_size(cmd: str) -> int:
+    io = uapi.IOCTLS[cmd]
+    return io.struct.size if io.struct else 0
+
+
+def deepcopy(v):
+    return copy.deepcopy(v)

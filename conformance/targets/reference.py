@@ -1,0 +1,136 @@
+"""The reference as a target: names of the trace (fds, buffers, groups, devices,
+mdevs) bound to the simulated process's objects."""
+
+from __future__ import annotations
+
+import re
+
+from vfiospec.conformance.judge import Observed
+from vfiospec.reference import Kernel, uapi
+from vfiospec.reference.numbers import is_int, parse_int
+
+from .base import Session, Target, Unsupported
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\.(group|cdev))?\}")
+_ADDR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\s*\+\s*(0[xX][0-9a-fA-F]+|[0-9]+))?$")
+
+
+class ReferenceSession(Session):
+    def __init__(self, platform: dict | None, kernel_factory=Kernel):
+        self.kernel = kernel_factory(platform)
+        self.fds: dict[str, int] = {}
+        self.bufs: dict[str, int] = {}
+
+    # -------------------------------------------------------------- names
+    def placeholder(self, name: str, attr: str | None) -> str:
+        k = self.kernel
+        p = k.platform
+        if name in p.groups and attr is None:
+            return str(p.groups[name].number)
+        dev = k.device_by_logical(name)
+        if dev is None:
+            raise KeyError(name)
+        if attr == "group":
+            return str(dev.group.number)
+        if attr == "cdev":
+            return dev.cdev_name
+        return dev.name
+
+    def resolve_str(self, s: str) -> str:
+        def rep(m):
+            try:
+                return self.placeholder(m.group(1), m.group(2))
+            except KeyError:
+                raise Unsupported(f"no group, device or mdev named {m.group(1)!r}") from None
+        return _PLACEHOLDER.sub(rep, s)
+
+    def resolve_addr(self, v) -> int:
+        if isinstance(v, int):
+            return v
+        if is_int(v):
+            return parse_int(v)
+        m = _ADDR.match(v.strip())
+        if not m or m.group(1) not in self.bufs:
+            raise KeyError(v)
+        return self.bufs[m.group(1)] + (int(m.group(2), 0) if m.group(2) else 0)
+
+    def resolve_fd(self, v) -> int:
+        if isinstance(v, int):
+            return v
+        if v in self.fds:
+            return self.fds[v]
+        raise KeyError(v)
+
+    def _arg_struct(self, st: uapi.Struct, obj: dict) -> dict:
+        out = dict(obj)
+        for f in st.fields:
+            if f.name not in out:
+                out[f.name] = {} if isinstance(f.type, uapi.Struct) else 0
+            v = out[f.name]
+            if isinstance(f.type, uapi.Struct):
+                out[f.name] = self._arg_struct(f.type, v)
+            elif f.kind == "addr" or (f.kind == "array" and not isinstance(v, list)):
+                out[f.name] = self.resolve_addr(v)
+            elif f.kind == "fd":
+                out[f.name] = self.resolve_fd(v) if isinstance(v, str) else v
+        return out
+
+    # -------------------------------------------------------------- steps
+    def perform(self, step: dict) -> Observed:
+        k = self.kernel
+        call = step["call"]
+        if call == "open":
+            r = k.open(self.resolve_str(step["path"]), step.get("flags"))
+            if r.errno is None:
+                self.fds[step["as"]] = r.ret
+        elif call == "close":
+            r = k.close(self.resolve_fd(step["fd"]))
+            if r.errno is None:
+                self.fds = {n: fd for n, fd in self.fds.items() if fd != self.fds.get(step["fd"])}
+        elif call == "mmap":
+            r = k.mmap(step["length"], step.get("hugepage", False))
+            if r.errno is None:
+                self.bufs[step["as"]] = r.ret
+        elif call == "munmap":
+            r = k.munmap(self.resolve_addr(step["addr"]))
+        elif call == "read":
+            r = k.sysfs_read(self.resolve_str(step["path"]))
+        elif call == "write":
+            r = k.sysfs_write(self.resolve_str(step["path"]), step["data"])
+            if r.errno is None and "as" in step:
+                k.name_mdev(step["as"], step["data"].strip())
+        elif call == "kapi":
+            args = dict(step)
+            r = k.kapi(step["fn"], args)
+        elif call == "ioctl":
+            io = uapi.IOCTLS[step["cmd"]]
+            arg = step.get("arg")
+            if io.arg == "fd":
+                arg = self.resolve_fd(arg)
+            elif io.arg == "string":
+                arg = self.resolve_str(arg)
+            elif io.arg == "struct":
+                arg = self._arg_struct(io.struct, arg)
+            r = k.ioctl(self.resolve_fd(step["fd"]), step["cmd"], arg)
+            if r.errno is None and "as" in step:
+                self.fds[step["as"]] = r.ret
+        else:
+            raise Unsupported(f"unknown call {call!r}")
+        return Observed(ret=r.ret if r.errno is None else -1, errno=r.errno, out=r.out, data=r.data,
+                        reqs=list(r.reqs))
+
+    def state(self):
+        return self.kernel.state()
+
+    def close(self) -> None:
+        self.kernel.close_all()
+
+
+class ReferenceTarget(Target):
+    name = "reference"
+
+    def __init__(self, kernel_factory=Kernel):
+        self.kernel_factory = kernel_factory
+
+    def begin(self, trace) -> ReferenceSession:
+        return ReferenceSession(trace.platform, self.kernel_factory)

@@ -1,0 +1,237 @@
+"""The simulated machine and process: fd table, user memory, devices and the
+path namespace (/dev/vfio, /dev/iommu, /sys).  Object kinds live in their own
+modules; this one only routes calls to them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import Errno
+from .platform import Platform, parse_platform
+
+
+@dataclass
+class Result:
+    """What a syscall gave: `ret` (>= 0) or `errno`, the struct as the kernel left it
+    in `out`, the text a sysfs read gave in `data`, and the requirement IDs it exercised."""
+
+    ret: int = 0
+    errno: str | None = None
+    out: dict = field(default_factory=dict)
+    data: str | None = None
+    reqs: list[str] = field(default_factory=list)
+
+
+class File:
+    """An open file description; subclasses implement `ioctl`."""
+
+    kind = "file"
+
+    def __init__(self, kernel: "Kernel"):
+        self.k = kernel
+        self.closed = False
+
+    def ioctl(self, cmd: str, arg):
+        raise Errno("ENOTTY")
+
+    def release(self) -> None:
+        """The last close (fput): subclasses undo their state."""
+
+
+@dataclass
+class Vma:
+    start: int
+    length: int
+    hugepage: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+class Mm:
+    """The process's address space (mmap'd anonymous memory) and its locked_vm /
+    pinned_vm counters, in pages (mm_struct)."""
+
+    BASE = 0x7F0000000000
+
+    def __init__(self, page_size: int):
+        self.page_size = page_size
+        self.vmas: dict[int, Vma] = {}
+        self.next = self.BASE
+        self.locked_vm = 0
+        self.pinned_vm = 0
+
+    def mmap(self, length: int, hugepage: bool = False) -> int:
+        if length <= 0:
+            raise Errno("EINVAL")
+        align = (2 << 20) if hugepage else self.page_size
+        start = (self.next + align - 1) // align * align
+        length = (length + self.page_size - 1) // self.page_size * self.page_size
+        self.vmas[start] = Vma(start, length, hugepage)
+        self.next = start + length + self.page_size   # a guard gap between buffers
+        return start
+
+    def munmap(self, addr: int) -> None:
+        if addr not in self.vmas:
+            raise Errno("EINVAL")
+        del self.vmas[addr]
+
+    def covered(self, addr: int, length: int) -> bool:
+        """Every byte of [addr, addr+length) lies in a mapping (what GUP needs)."""
+        end = addr + length
+        while addr < end:
+            for v in self.vmas.values():
+                if v.start <= addr < v.end:
+                    addr = v.end
+                    break
+            else:
+                return False
+        return True
+
+    def backing_pagesize(self, addr: int) -> int:
+        for v in self.vmas.values():
+            if v.start <= addr < v.end:
+                return (2 << 20) if v.hugepage else self.page_size
+        return self.page_size
+
+
+class Kernel:
+    """One process on one simulated machine, as a trace's platform describes it."""
+
+    def __init__(self, platform: Platform | dict | None = None):
+        if not isinstance(platform, Platform):
+            platform = parse_platform(platform)
+        self.platform = platform
+        self.mm = Mm(platform.page_size)
+        self.user_locked_vm = 0          # user_struct->locked_vm (iommufd per-user accounting)
+        self.files: dict[int, File] = {}
+        self.next_fd = 3
+        self.reqs: list[str] = []        # requirement IDs exercised by the current call
+        # kernel objects, created lazily by the modules that own them
+        self.objects: dict[str, object] = {}
+        # vfio devices by the trace's logical names (dev0, and mdevs named by `as`)
+        self.devices: dict[str, object] = {}
+        from . import dispatch
+        dispatch.boot(self)
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def page_size(self) -> int:
+        return self.platform.page_size
+
+    def at_least(self, major: int, minor: int = 0) -> bool:
+        return self.platform.at_least(major, minor)
+
+    def capable(self, cap: str) -> bool:
+        return self.platform.has_cap(cap)
+
+    def cover(self, req: str) -> None:
+        """Record that the current call exercised requirement `req`."""
+        self.reqs.append(req)
+
+    def device_by_logical(self, name: str):
+        """The vfio device a trace's logical name (dev0, m0) stands for, or None."""
+        return self.devices.get(name)
+
+    def name_mdev(self, alias: str, uuid: str) -> None:
+        """Bind the `as` name of an mdev `create` write to the mdev it created."""
+        for d in list(self.devices.values()):
+            if getattr(d, "name", None) == uuid:
+                self.devices[alias] = d
+                return
+
+    def install_fd(self, f: File) -> int:
+        fd = self.next_fd
+        while fd in self.files:
+            fd += 1
+        self.files[fd] = f
+        self.next_fd = fd + 1
+        return fd
+
+    def file(self, fd: int) -> File:
+        f = self.files.get(fd)
+        if f is None:
+            raise Errno("EBADF")
+        return f
+
+    # ---------------------------------------------------------------- syscalls
+    def _call(self, fn, *args) -> Result:
+        self.reqs = []
+        try:
+            r = fn(*args)
+        except Errno as e:
+            return Result(ret=-1, errno=e.name, out=e.out or {},
+                          reqs=self.reqs + ([e.req] if e.req else []))
+        if not isinstance(r, Result):
+            r = Result(ret=0 if r is None else r)
+        r.reqs = self.reqs + r.reqs
+        return r
+
+    def open(self, path: str, flags=None) -> Result:
+        from . import dispatch
+        return self._call(lambda: self.install_fd(dispatch.open_path(self, path)))
+
+    def close(self, fd: int) -> Result:
+        def go():
+            f = self.file(fd)
+            del self.files[fd]
+            if not any(g is f for g in self.files.values()) and not self._pinned(f):
+                f.closed = True
+                f.release()
+            return 0
+        return self._call(go)
+
+    def _pinned(self, f: File) -> bool:
+        """Another object still holds a reference to this file (fget), e.g. a device
+        fd pins its group file (vfio_device_file holds group->opened_file)."""
+        return bool(getattr(f, "extra_refs", 0))
+
+    def drop_ref(self, f: File) -> None:
+        f.extra_refs -= 1
+        if f.extra_refs == 0 and not any(g is f for g in self.files.values()):
+            f.closed = True
+            f.release()
+
+    def ioctl(self, fd: int, cmd: str, arg=None) -> Result:
+        def go():
+            return self.file(fd).ioctl(cmd, arg)
+        return self._call(go)
+
+    def mmap(self, length: int, hugepage: bool = False) -> Result:
+        return self._call(lambda: self.mm.mmap(length, hugepage))
+
+    def munmap(self, addr: int) -> Result:
+        return self._call(lambda: self.mm.munmap(addr))
+
+    def sysfs_read(self, path: str) -> Result:
+        from . import dispatch
+        def go():
+            text = dispatch.sysfs_read(self, path)
+            r = Result(ret=0, data=text)
+            try:
+                r.ret = int(text.strip(), 0)
+            except ValueError:
+                pass
+            return r
+        return self._call(go)
+
+    def sysfs_write(self, path: str, data: str) -> Result:
+        from . import dispatch
+        return self._call(lambda: dispatch.sysfs_write(self, path, data))
+
+    def kapi(self, fn: str, args: dict) -> Result:
+        from . import dispatch
+        return self._call(lambda: dispatch.kapi(self, fn, args))
+
+    def close_all(self) -> None:
+        """Process exit: every fd closed in order."""
+        for fd in sorted(self.files):
+            if fd in self.files:
+                self.close(fd)
+
+    def state(self):
+        """The read-only abstract state (see state.py)."""
+        from .state import snapshot
+        return snapshot(self)

@@ -1,0 +1,5 @@
+import sys
+
+from vfiospec.cli import main
+
+sys.exit(main())
