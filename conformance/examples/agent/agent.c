@@ -1242,7 +1242,7 @@ static int do_write(const struct j *st, struct sb *o)
 	} else {
 		if (subst(d ? d : "", data, sizeof(data)))
 			return -1;
-		if (!(is_create && as) && check_device_names(data, "data"))
+		if (!is_create && check_device_names(data, "data"))
 			return -1;
 	}
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -1255,6 +1255,11 @@ static int do_write(const struct j *st, struct sb *o)
 	close(fd);
 	if (n >= 0 && is_create && as)
 		mdev_names(as, data);
+	else if (n >= 0 && is_create && is_uuid(data)) {
+		char k[64];
+		snprintf(k, sizeof(k), "mdev-%s", data);
+		name_set(k, data, 1);
+	}
 	answer_result(o, n < 0 ? -1 : n, err, NULL, NULL);
 	return 0;
 }
