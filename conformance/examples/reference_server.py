@@ -69,5 +69,16 @@ def serve(inp=sys.stdin, out=sys.stdout) -> int:
     return 0
 
 
+def main(argv=None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(description="Serve the reference over the vfiospec target protocol.")
+    ap.add_argument("--mutant", help="apply this seeded bug from the mutant catalog first")
+    a = ap.parse_args(argv)
+    if a.mutant:
+        from vfiospec.conformance.mutants import CATALOG
+        CATALOG[a.mutant].apply()
+    return serve()
+
+
 if __name__ == "__main__":
-    sys.exit(serve())
+    sys.exit(main())
