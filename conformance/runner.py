@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from vfiospec.reference.platform import parse_platform
-
 from . import steps as _steps
-from .judge import ERROR, FAIL, PASS, UNSUPPORTED, Observed, describe, judge, select
+from .judge import ERROR, FAIL, PASS, UNSUPPORTED, Observed, describe, judge
 from .targets.base import Target, TargetError, Unsupported
 from .trace import Trace
 
@@ -81,7 +79,6 @@ def run_trace(trace: Trace, target: Target, on_step=None) -> TraceResult:
     """Run every step of `trace` on a fresh session of `target`."""
     t0 = time.perf_counter()
     res = TraceResult(trace, target.name)
-    platform = parse_platform(trace.platform)
     try:
         session = target.begin(trace)
     except Unsupported as e:
@@ -95,12 +92,12 @@ def run_trace(trace: Trace, target: Target, on_step=None) -> TraceResult:
     saved: dict = {}
     stop = False
     try:
-        for i, step in enumerate(trace.steps):
-            exp = select(step.get("expect"), platform) if "expect" in step else None
+        for i, (step, norm, exp) in enumerate(trace.prepared()):
             if stop:
                 break
             try:
-                norm = _steps.normalize(step, saved)
+                if norm is None:
+                    norm = _steps.normalize(step, saved)
                 obs = session.perform(norm)
             except Unsupported as e:
                 obs = Observed(ret=None, unsupported=str(e))

@@ -27,12 +27,27 @@ def subst(v, saved: dict):
     return v
 
 
+def uses_saved(v) -> bool:
+    """Whether a step (or value) refers to a `$name` saved value."""
+    if isinstance(v, str):
+        return v.startswith("$")
+    if isinstance(v, dict):
+        return any(uses_saved(x) for k, x in v.items() if k not in ("expect", "save"))
+    if isinstance(v, list):
+        return any(uses_saved(x) for x in v)
+    return False
+
+
 def _num(v):
     return parse_int(v) if isinstance(v, (int, str)) and is_int(v) else v
 
 
 def _struct(st: uapi.Struct, obj: dict) -> dict:
-    out = {}
+    """Every field of the struct (absent ones zero, as the trace format says)."""
+    out = {f.name: ({} if isinstance(f.type, uapi.Struct) else 0) for f in st.fields}
+    for f in st.fields:
+        if isinstance(f.type, uapi.Struct) and f.name not in obj:
+            out[f.name] = _struct(f.type, {})
     for k, v in obj.items():
         f = st.field(k)
         if isinstance(f.type, uapi.Struct):
@@ -65,7 +80,8 @@ def normalize(step: dict, saved: dict) -> dict:
             s["arg"] = uapi.CONSTANTS[arg] if isinstance(arg, str) and arg in uapi.CONSTANTS else parse_int(arg)
         elif io.arg == "struct":
             obj = _struct(io.struct, arg or {})
-            obj.setdefault(io.size_field, io.struct.size)
+            if not arg or io.size_field not in arg:
+                obj[io.size_field] = io.struct.size
             s["arg"] = obj
     return s
 

@@ -52,6 +52,26 @@ class Trace:
     description: str = ""
     source: str = ""
     stop_on_fail: bool = False
+    _prepared: list | None = field(default=None, repr=False, compare=False)
+    _platform: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def parsed_platform(self):
+        """The platform with its defaults (parsed once)."""
+        if self._platform is None:
+            self._platform = parse_platform(self.platform)
+        return self._platform
+
+    def prepared(self) -> list:
+        """Per step: (step, its normalised form when it needs no saved value, the expectation
+        that applies on this trace's platform).  Computed once per trace."""
+        if self._prepared is None:
+            from .judge import select
+            from .steps import normalize, uses_saved
+            plat = self.parsed_platform
+            self._prepared = [(st, None if uses_saved(st) else normalize(st, {}),
+                               select(st["expect"], plat) if "expect" in st else None) for st in self.steps]
+        return self._prepared
 
 
 @lru_cache(maxsize=1)

@@ -15,6 +15,18 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\.(group|cdev))?\}")
 _ADDR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\s*\+\s*(0[xX][0-9a-fA-F]+|[0-9]+))?$")
 
 
+_NAME_FIELDS: dict[str, list] = {}
+
+
+def _name_fields(st: uapi.Struct) -> list:
+    """The fields of a struct that may hold a name to resolve (addresses, fds, nested structs)."""
+    r = _NAME_FIELDS.get(st.name)
+    if r is None:
+        r = _NAME_FIELDS[st.name] = [f for f in st.fields if isinstance(f.type, uapi.Struct)
+                                     or f.kind in ("addr", "fd", "array")]
+    return r
+
+
 class ReferenceSession(Session):
     def __init__(self, platform: dict | None, kernel_factory=Kernel):
         self.kernel = kernel_factory(platform)
@@ -62,15 +74,14 @@ class ReferenceSession(Session):
         raise KeyError(v)
 
     def _arg_struct(self, st: uapi.Struct, obj: dict) -> dict:
+        """A normalised struct argument (every field present) with names resolved."""
         out = dict(obj)
-        for f in st.fields:
-            if f.name not in out:
-                out[f.name] = {} if isinstance(f.type, uapi.Struct) else 0
-            v = out[f.name]
+        for f in _name_fields(st):
+            v = out.get(f.name, 0)
             if isinstance(f.type, uapi.Struct):
-                out[f.name] = self._arg_struct(f.type, v)
+                out[f.name] = self._arg_struct(f.type, v or {})
             elif f.kind == "addr" or (f.kind == "array" and not isinstance(v, list)):
-                out[f.name] = self.resolve_addr(v)
+                out[f.name] = v if isinstance(v, int) else self.resolve_addr(v)
             elif f.kind == "fd":
                 out[f.name] = self.resolve_fd(v) if isinstance(v, str) else v
         return out
@@ -133,4 +144,4 @@ class ReferenceTarget(Target):
         self.kernel_factory = kernel_factory
 
     def begin(self, trace) -> ReferenceSession:
-        return ReferenceSession(trace.platform, self.kernel_factory)
+        return ReferenceSession(trace.parsed_platform, self.kernel_factory)
