@@ -91,6 +91,10 @@ def run_trace(trace: Trace, target: Target, on_step=None) -> TraceResult:
         return res
     saved: dict = {}
     stop = False
+    ref = None
+    if target.name != "reference" and any("expect" not in st for st in trace.steps):
+        from .targets.reference import ReferenceSession
+        ref = ReferenceSession(trace.parsed_platform)    # differential: steps without expect
     try:
         for i, (step, norm, exp) in enumerate(trace.prepared()):
             if stop:
@@ -107,6 +111,13 @@ def run_trace(trace: Trace, target: Target, on_step=None) -> TraceResult:
                 obs = Observed(ret=None, error=f"undefined saved value {e.args[0]}")
             except Exception as e:   # a broken target must not stop the run
                 obs = Observed(ret=None, error=f"{type(e).__name__}: {e}")
+            if ref is not None:
+                try:
+                    robs = ref.perform(norm)
+                except Exception as e:
+                    robs = Observed(ret=None, error=f"reference: {type(e).__name__}: {e}")
+                if exp is None and obs.unsupported is None and obs.error is None and robs.error is None:
+                    exp = {"errno": robs.errno} if robs.errno else "ok"
             verdict, reason = judge(exp, obs, saved)
             sr = StepResult(i, step, exp, obs, verdict, reason)
             res.steps.append(sr)
@@ -128,6 +139,8 @@ def run_trace(trace: Trace, target: Target, on_step=None) -> TraceResult:
             session.close()
         except Exception:
             pass
+        if ref is not None:
+            ref.close()
     res.verdict = overall(s.verdict for s in res.steps) if res.steps else PASS
     res.seconds = time.perf_counter() - t0
     return res
