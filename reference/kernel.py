@@ -4,7 +4,7 @@ modules; this one only routes calls to them."""
 
 from __future__ import annotations
 
-import re
+from bisect import bisect_right, insort, bisect_left
 from dataclasses import dataclass, field
 
 from .errors import Errno
@@ -59,6 +59,7 @@ class Mm:
     def __init__(self, page_size: int):
         self.page_size = page_size
         self.vmas: dict[int, Vma] = {}
+        self.starts: list[int] = []      # sorted VMA starts
         self.next = self.BASE
         self.locked_vm = 0
         self.pinned_vm = 0
@@ -70,6 +71,7 @@ class Mm:
         start = (self.next + align - 1) // align * align
         length = (length + self.page_size - 1) // self.page_size * self.page_size
         self.vmas[start] = Vma(start, length, hugepage)
+        insort(self.starts, start)
         self.next = start + length + self.page_size   # a guard gap between buffers
         return start
 
@@ -77,24 +79,27 @@ class Mm:
         if addr not in self.vmas:
             raise Errno("EINVAL")
         del self.vmas[addr]
+        del self.starts[bisect_left(self.starts, addr)]
+
+    def vma_at(self, addr: int) -> Vma | None:
+        i = bisect_right(self.starts, addr) - 1
+        if i >= 0 and addr < self.vmas[self.starts[i]].end:
+            return self.vmas[self.starts[i]]
+        return None
 
     def covered(self, addr: int, length: int) -> bool:
         """Every byte of [addr, addr+length) lies in a mapping (what GUP needs)."""
         end = addr + length
         while addr < end:
-            for v in self.vmas.values():
-                if v.start <= addr < v.end:
-                    addr = v.end
-                    break
-            else:
+            v = self.vma_at(addr)
+            if v is None:
                 return False
+            addr = v.end
         return True
 
     def backing_pagesize(self, addr: int) -> int:
-        for v in self.vmas.values():
-            if v.start <= addr < v.end:
-                return (2 << 20) if v.hugepage else self.page_size
-        return self.page_size
+        v = self.vma_at(addr)
+        return (2 << 20) if v is not None and v.hugepage else self.page_size
 
 
 class Kernel:
