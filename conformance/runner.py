@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from . import steps as _steps
 from .judge import ERROR, FAIL, PASS, UNSUPPORTED, Observed, describe, judge
+from vfiospec.reference.errors import Unmodelled
+
 from .targets.base import Target, TargetError, Unsupported
 from .trace import Trace
 
@@ -103,7 +105,7 @@ def run_trace(trace: Trace, target: Target, on_step=None) -> TraceResult:
                 if norm is None:
                     norm = _steps.normalize(step, saved)
                 obs = session.perform(norm)
-            except Unsupported as e:
+            except Unmodelled as e:
                 obs = Observed(ret=None, unsupported=str(e))
             except TargetError as e:
                 obs = Observed(ret=None, error=str(e))

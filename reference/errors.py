@@ -1,6 +1,10 @@
 """Errors the reference returns: a Linux errno name and the requirement that decided it."""
 
 
+class Unmodelled(Exception):
+    """A behaviour the reference deliberately does not model (a target reports it UNSUPPORTED)."""
+
+
 class Errno(Exception):
     """A failing syscall: `name` is the Linux errno name, `req` the requirement ID."""
 

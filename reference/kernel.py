@@ -142,6 +142,7 @@ class Kernel:
 
     def name_mdev(self, alias: str, uuid: str) -> None:
         """Bind the `as` name of an mdev `create` write to the mdev it created."""
+        uuid = uuid[:36].lower()
         for d in list(self.devices.values()):
             if getattr(d, "name", None) == uuid:
                 self.devices[alias] = d

@@ -30,6 +30,11 @@ CONSTANTS: dict[str, int] = {
     # device info
     "VFIO_DEVICE_FLAGS_RESET": 1 << 0, "VFIO_DEVICE_FLAGS_PCI": 1 << 1,
     "VFIO_DEVICE_FLAGS_CAPS": 1 << 7,
+    "VFIO_IRQ_SET_DATA_NONE": 1 << 0, "VFIO_IRQ_SET_DATA_BOOL": 1 << 1, "VFIO_IRQ_SET_DATA_EVENTFD": 1 << 2,
+    "VFIO_IRQ_SET_ACTION_MASK": 1 << 3, "VFIO_IRQ_SET_ACTION_UNMASK": 1 << 4,
+    "VFIO_IRQ_SET_ACTION_TRIGGER": 1 << 5,
+    "VFIO_PCI_INTX_IRQ_INDEX": 0, "VFIO_PCI_MSI_IRQ_INDEX": 1, "VFIO_PCI_MSIX_IRQ_INDEX": 2,
+    "VFIO_PCI_ERR_IRQ_INDEX": 3, "VFIO_PCI_REQ_IRQ_INDEX": 4,
     # type1 info
     "VFIO_IOMMU_INFO_PGSIZES": 1 << 0, "VFIO_IOMMU_INFO_CAPS": 1 << 1,
     "VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE": 1, "VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION": 2,
@@ -181,6 +186,8 @@ vfio_region_info = S("vfio_region_info", [("argsz", U32), ("flags", U32), ("inde
                                           ("size", U64), ("offset", U64)], "offset", "VFIO_REGION_INFO_FLAG_")
 vfio_irq_info = S("vfio_irq_info", [("argsz", U32), ("flags", U32), ("index", U32), ("count", U32)],
                   "count", "VFIO_IRQ_INFO_")
+vfio_irq_set = S("vfio_irq_set", [("argsz", U32), ("flags", U32), ("index", U32), ("start", U32), ("count", U32)],
+                 "count", "VFIO_IRQ_SET_")
 vfio_iommu_type1_info = S("vfio_iommu_type1_info", [("argsz", U32), ("flags", U32), ("iova_pgsizes", U64),
                                                     ("cap_offset", U32), ("pad", U32)],
                           "iova_pgsizes", "VFIO_IOMMU_INFO_")
@@ -289,6 +296,7 @@ IOCTLS: dict[str, Ioctl] = {i.name: i for i in [
     _v("VFIO_DEVICE_GET_INFO", 7, st=vfio_device_info),
     _v("VFIO_DEVICE_GET_REGION_INFO", 8, st=vfio_region_info),
     _v("VFIO_DEVICE_GET_IRQ_INFO", 9, st=vfio_irq_info),
+    _v("VFIO_DEVICE_SET_IRQS", 10, st=vfio_irq_set),
     _v("VFIO_DEVICE_RESET", 11, "none"),
     _v("VFIO_IOMMU_GET_INFO", 12, st=vfio_iommu_type1_info),
     _v("VFIO_IOMMU_SPAPR_TCE_GET_INFO", 12, st=vfio_iommu_spapr_tce_info),

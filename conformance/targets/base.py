@@ -10,8 +10,12 @@ class TargetError(Exception):
     """The target (or the harness talking to it) broke."""
 
 
-class Unsupported(Exception):
-    """The target cannot perform this step or provide this platform."""
+from vfiospec.reference.errors import Unmodelled
+
+
+class Unsupported(Unmodelled):
+    """The target cannot perform this step or provide this platform (the reference's
+    Unmodelled is one case of it)."""
 
 
 class Session:

@@ -101,6 +101,6 @@ def iommufd_hwpt_alloc(ictx, cmd) -> Result:
             raise Errno("EOPNOTSUPP", "HWPT-ALLOC-DATA")
         if pt.auto_domain or not pt.nest_parent:
             raise Errno("EINVAL", "HWPT-ALLOC-NESTED-PARENT")
-        from vfiospec.conformance.targets.base import Unsupported
+        from vfiospec.reference.errors import Unmodelled as Unsupported
         raise Unsupported("nested HWPTs (driver data) are not modelled by the reference")
     raise Errno("EINVAL", "HWPT-ALLOC-PT-TYPE")

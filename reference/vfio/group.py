@@ -122,6 +122,8 @@ class VfioGroup:
     def df_close(self, df: DeviceFile) -> None:
         """vfio_df_close / vfio_df_device_last_close."""
         device = df.device
+        if device.open_count == 1 and getattr(device.ops, "close_device", None) is not None:
+            device.ops.close_device()
         device.open_count -= 1
         if device.open_count == 0:
             if df.iommufd is not None:
@@ -174,6 +176,8 @@ class GroupFile(File):
         if arg["argsz"] < uapi.vfio_group_status.minsz:
             raise Errno("EINVAL", "GROUP-GET-STATUS-ARGSZ")
         g = self.group
+        if getattr(g, "iommu_group_gone", False):
+            raise Errno("ENODEV", "GROUP-IOMMU-GROUP-GONE")
         flags = 0
         if g.has_iommu():
             flags = uapi.CONSTANTS["VFIO_GROUP_FLAGS_CONTAINER_SET"] | uapi.CONSTANTS["VFIO_GROUP_FLAGS_VIABLE"]
@@ -191,6 +195,8 @@ class GroupFile(File):
             raise Errno("EBADF", "GROUP-SET-CONTAINER-BADF")
         if g.has_iommu():
             raise Errno("EINVAL", "GROUP-SET-CONTAINER-ALREADY")
+        if getattr(g, "iommu_group_gone", False):
+            raise Errno("ENODEV", "GROUP-IOMMU-GROUP-GONE")
         if getattr(f, "kind", None) == "vfio-container":
             f.container.attach_group(g)
             k.cover("GROUP-SET-CONTAINER")

@@ -40,6 +40,13 @@ static const struct lfield lf_vfio_irq_info[] = {
     {"index", 8, 4, FK_INT, 0, -1, 0},
     {"count", 12, 4, FK_INT, 0, -1, 0},
 };
+static const struct lfield lf_vfio_irq_set[] = {
+    {"argsz", 0, 4, FK_INT, 0, -1, 0},
+    {"flags", 4, 4, FK_FLAGS, 0, -1, 0},
+    {"index", 8, 4, FK_INT, 0, -1, 0},
+    {"start", 12, 4, FK_INT, 0, -1, 0},
+    {"count", 16, 4, FK_INT, 0, -1, 0},
+};
 static const struct lfield lf_vfio_iommu_type1_info[] = {
     {"argsz", 0, 4, FK_INT, 0, -1, 0},
     {"flags", 4, 4, FK_FLAGS, 0, -1, 0},
@@ -57,7 +64,7 @@ static const struct lfield lf_vfio_iommu_spapr_tce_info[] = {
     {"flags", 4, 4, FK_FLAGS, 0, -1, 0},
     {"dma32_window_start", 8, 4, FK_INT, 0, -1, 0},
     {"dma32_window_size", 12, 4, FK_INT, 0, -1, 0},
-    {"ddw", 16, 16, FK_STRUCT, 0, 5, 0},
+    {"ddw", 16, 16, FK_STRUCT, 0, 6, 0},
 };
 static const struct lfield lf_vfio_iommu_type1_dma_map[] = {
     {"argsz", 0, 4, FK_INT, 0, -1, 0},
@@ -107,7 +114,7 @@ static const struct lfield lf_vfio_eeh_pe_op[] = {
     {"argsz", 0, 4, FK_INT, 0, -1, 0},
     {"flags", 4, 4, FK_FLAGS, 0, -1, 0},
     {"op", 8, 4, FK_INT, 0, -1, 0},
-    {"err", 16, 24, FK_STRUCT, 0, 13, 0},
+    {"err", 16, 24, FK_STRUCT, 0, 14, 0},
 };
 static const struct lfield lf_vfio_device_bind_iommufd[] = {
     {"argsz", 0, 4, FK_INT, 0, -1, 0},
@@ -144,7 +151,7 @@ static const struct lfield lf_iommu_ioas_allow_iovas[] = {
     {"ioas_id", 4, 4, FK_INT, 0, -1, 0},
     {"num_iovas", 8, 4, FK_INT, 0, -1, 0},
     {"__reserved", 12, 4, FK_INT, 0, -1, 0},
-    {"allowed_iovas", 16, 8, FK_ARRAY, 0, 20, "num_iovas"},
+    {"allowed_iovas", 16, 8, FK_ARRAY, 0, 21, "num_iovas"},
 };
 static const struct lfield lf_iommu_ioas_copy[] = {
     {"size", 0, 4, FK_INT, 0, -1, 0},
@@ -160,7 +167,7 @@ static const struct lfield lf_iommu_ioas_iova_ranges[] = {
     {"ioas_id", 4, 4, FK_INT, 0, -1, 0},
     {"num_iovas", 8, 4, FK_INT, 0, -1, 0},
     {"__reserved", 12, 4, FK_INT, 0, -1, 0},
-    {"allowed_iovas", 16, 8, FK_ARRAY, 0, 20, "num_iovas"},
+    {"allowed_iovas", 16, 8, FK_ARRAY, 0, 21, "num_iovas"},
     {"out_iova_alignment", 24, 8, FK_INT, 0, -1, 0},
 };
 static const struct lfield lf_iommu_ioas_map[] = {
@@ -220,6 +227,7 @@ static const struct lstruct lstructs[] = {
     {"vfio_device_info", 24, 6, lf_vfio_device_info},
     {"vfio_region_info", 32, 6, lf_vfio_region_info},
     {"vfio_irq_info", 16, 4, lf_vfio_irq_info},
+    {"vfio_irq_set", 20, 5, lf_vfio_irq_set},
     {"vfio_iommu_type1_info", 24, 5, lf_vfio_iommu_type1_info},
     {"vfio_iommu_spapr_tce_ddw_info", 16, 3, lf_vfio_iommu_spapr_tce_ddw_info},
     {"vfio_iommu_spapr_tce_info", 32, 5, lf_vfio_iommu_spapr_tce_info},
@@ -247,7 +255,7 @@ static const struct lstruct lstructs[] = {
     {"iommu_hwpt_alloc", 48, 11, lf_iommu_hwpt_alloc},
     {"iommu_hw_info", 40, 8, lf_iommu_hw_info},
 };
-#define N_LSTRUCTS 30
+#define N_LSTRUCTS 31
 
 static const struct lioctl lioctls[] = {
     {"VFIO_GET_API_VERSION", 0x3b64UL, AK_NONE, -1, "argsz"},
@@ -260,35 +268,36 @@ static const struct lioctl lioctls[] = {
     {"VFIO_DEVICE_GET_INFO", 0x3b6bUL, AK_STRUCT, 1, "argsz"},
     {"VFIO_DEVICE_GET_REGION_INFO", 0x3b6cUL, AK_STRUCT, 2, "argsz"},
     {"VFIO_DEVICE_GET_IRQ_INFO", 0x3b6dUL, AK_STRUCT, 3, "argsz"},
+    {"VFIO_DEVICE_SET_IRQS", 0x3b6eUL, AK_STRUCT, 4, "argsz"},
     {"VFIO_DEVICE_RESET", 0x3b6fUL, AK_NONE, -1, "argsz"},
-    {"VFIO_IOMMU_GET_INFO", 0x3b70UL, AK_STRUCT, 4, "argsz"},
-    {"VFIO_IOMMU_SPAPR_TCE_GET_INFO", 0x3b70UL, AK_STRUCT, 6, "argsz"},
-    {"VFIO_IOMMU_MAP_DMA", 0x3b71UL, AK_STRUCT, 7, "argsz"},
-    {"VFIO_IOMMU_UNMAP_DMA", 0x3b72UL, AK_STRUCT, 8, "argsz"},
+    {"VFIO_IOMMU_GET_INFO", 0x3b70UL, AK_STRUCT, 5, "argsz"},
+    {"VFIO_IOMMU_SPAPR_TCE_GET_INFO", 0x3b70UL, AK_STRUCT, 7, "argsz"},
+    {"VFIO_IOMMU_MAP_DMA", 0x3b71UL, AK_STRUCT, 8, "argsz"},
+    {"VFIO_IOMMU_UNMAP_DMA", 0x3b72UL, AK_STRUCT, 9, "argsz"},
     {"VFIO_IOMMU_ENABLE", 0x3b73UL, AK_NONE, -1, "argsz"},
     {"VFIO_IOMMU_DISABLE", 0x3b74UL, AK_NONE, -1, "argsz"},
-    {"VFIO_IOMMU_DIRTY_PAGES", 0x3b75UL, AK_STRUCT, 9, "argsz"},
-    {"VFIO_IOMMU_SPAPR_REGISTER_MEMORY", 0x3b75UL, AK_STRUCT, 10, "argsz"},
-    {"VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY", 0x3b76UL, AK_STRUCT, 10, "argsz"},
-    {"VFIO_IOMMU_SPAPR_TCE_CREATE", 0x3b77UL, AK_STRUCT, 11, "argsz"},
-    {"VFIO_IOMMU_SPAPR_TCE_REMOVE", 0x3b78UL, AK_STRUCT, 12, "argsz"},
-    {"VFIO_EEH_PE_OP", 0x3b79UL, AK_STRUCT, 14, "argsz"},
-    {"VFIO_DEVICE_BIND_IOMMUFD", 0x3b76UL, AK_STRUCT, 15, "argsz"},
-    {"VFIO_DEVICE_ATTACH_IOMMUFD_PT", 0x3b77UL, AK_STRUCT, 16, "argsz"},
-    {"VFIO_DEVICE_DETACH_IOMMUFD_PT", 0x3b78UL, AK_STRUCT, 17, "argsz"},
-    {"IOMMU_DESTROY", 0x3b80UL, AK_STRUCT, 18, "size"},
-    {"IOMMU_IOAS_ALLOC", 0x3b81UL, AK_STRUCT, 19, "size"},
-    {"IOMMU_IOAS_ALLOW_IOVAS", 0x3b82UL, AK_STRUCT, 21, "size"},
-    {"IOMMU_IOAS_COPY", 0x3b83UL, AK_STRUCT, 22, "size"},
-    {"IOMMU_IOAS_IOVA_RANGES", 0x3b84UL, AK_STRUCT, 23, "size"},
-    {"IOMMU_IOAS_MAP", 0x3b85UL, AK_STRUCT, 24, "size"},
-    {"IOMMU_IOAS_UNMAP", 0x3b86UL, AK_STRUCT, 25, "size"},
-    {"IOMMU_OPTION", 0x3b87UL, AK_STRUCT, 26, "size"},
-    {"IOMMU_VFIO_IOAS", 0x3b88UL, AK_STRUCT, 27, "size"},
-    {"IOMMU_HWPT_ALLOC", 0x3b89UL, AK_STRUCT, 28, "size"},
-    {"IOMMU_GET_HW_INFO", 0x3b8aUL, AK_STRUCT, 29, "size"},
+    {"VFIO_IOMMU_DIRTY_PAGES", 0x3b75UL, AK_STRUCT, 10, "argsz"},
+    {"VFIO_IOMMU_SPAPR_REGISTER_MEMORY", 0x3b75UL, AK_STRUCT, 11, "argsz"},
+    {"VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY", 0x3b76UL, AK_STRUCT, 11, "argsz"},
+    {"VFIO_IOMMU_SPAPR_TCE_CREATE", 0x3b77UL, AK_STRUCT, 12, "argsz"},
+    {"VFIO_IOMMU_SPAPR_TCE_REMOVE", 0x3b78UL, AK_STRUCT, 13, "argsz"},
+    {"VFIO_EEH_PE_OP", 0x3b79UL, AK_STRUCT, 15, "argsz"},
+    {"VFIO_DEVICE_BIND_IOMMUFD", 0x3b76UL, AK_STRUCT, 16, "argsz"},
+    {"VFIO_DEVICE_ATTACH_IOMMUFD_PT", 0x3b77UL, AK_STRUCT, 17, "argsz"},
+    {"VFIO_DEVICE_DETACH_IOMMUFD_PT", 0x3b78UL, AK_STRUCT, 18, "argsz"},
+    {"IOMMU_DESTROY", 0x3b80UL, AK_STRUCT, 19, "size"},
+    {"IOMMU_IOAS_ALLOC", 0x3b81UL, AK_STRUCT, 20, "size"},
+    {"IOMMU_IOAS_ALLOW_IOVAS", 0x3b82UL, AK_STRUCT, 22, "size"},
+    {"IOMMU_IOAS_COPY", 0x3b83UL, AK_STRUCT, 23, "size"},
+    {"IOMMU_IOAS_IOVA_RANGES", 0x3b84UL, AK_STRUCT, 24, "size"},
+    {"IOMMU_IOAS_MAP", 0x3b85UL, AK_STRUCT, 25, "size"},
+    {"IOMMU_IOAS_UNMAP", 0x3b86UL, AK_STRUCT, 26, "size"},
+    {"IOMMU_OPTION", 0x3b87UL, AK_STRUCT, 27, "size"},
+    {"IOMMU_VFIO_IOAS", 0x3b88UL, AK_STRUCT, 28, "size"},
+    {"IOMMU_HWPT_ALLOC", 0x3b89UL, AK_STRUCT, 29, "size"},
+    {"IOMMU_GET_HW_INFO", 0x3b8aUL, AK_STRUCT, 30, "size"},
 };
-#define N_LIOCTLS 37
+#define N_LIOCTLS 38
 
 static const struct lconst lconsts[] = {
     {"VFIO_API_VERSION", 0x0ULL},
@@ -308,6 +317,17 @@ static const struct lconst lconsts[] = {
     {"VFIO_DEVICE_FLAGS_RESET", 0x1ULL},
     {"VFIO_DEVICE_FLAGS_PCI", 0x2ULL},
     {"VFIO_DEVICE_FLAGS_CAPS", 0x80ULL},
+    {"VFIO_IRQ_SET_DATA_NONE", 0x1ULL},
+    {"VFIO_IRQ_SET_DATA_BOOL", 0x2ULL},
+    {"VFIO_IRQ_SET_DATA_EVENTFD", 0x4ULL},
+    {"VFIO_IRQ_SET_ACTION_MASK", 0x8ULL},
+    {"VFIO_IRQ_SET_ACTION_UNMASK", 0x10ULL},
+    {"VFIO_IRQ_SET_ACTION_TRIGGER", 0x20ULL},
+    {"VFIO_PCI_INTX_IRQ_INDEX", 0x0ULL},
+    {"VFIO_PCI_MSI_IRQ_INDEX", 0x1ULL},
+    {"VFIO_PCI_MSIX_IRQ_INDEX", 0x2ULL},
+    {"VFIO_PCI_ERR_IRQ_INDEX", 0x3ULL},
+    {"VFIO_PCI_REQ_IRQ_INDEX", 0x4ULL},
     {"VFIO_IOMMU_INFO_PGSIZES", 0x1ULL},
     {"VFIO_IOMMU_INFO_CAPS", 0x2ULL},
     {"VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE", 0x1ULL},
@@ -366,7 +386,7 @@ static const struct lconst lconsts[] = {
     {"U32_MAX", 0xffffffffULL},
     {"U64_MAX", 0xffffffffffffffffULL},
 };
-#define N_LCONSTS 74
+#define N_LCONSTS 85
 
 static const struct lerrno lerrnos[] = {
     {"EPERM", 1},
