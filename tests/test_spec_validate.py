@@ -1,0 +1,113 @@
+"""Implementation -> spec: `vfiospec validate` checks a recorded run against the
+TLA+ model with TLC; a reference run is accepted, a hand-made divergent trace
+is rejected naming its step (spec/validate.py)."""
+
+import copy
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from vfiospec.spec.validate import recorded_run, validate_doc
+
+MAPF = ["VFIO_DMA_MAP_FLAG_READ", "VFIO_DMA_MAP_FLAG_WRITE"]
+IOASF = ["IOMMU_IOAS_MAP_FIXED_IOVA", "IOMMU_IOAS_MAP_WRITEABLE", "IOMMU_IOAS_MAP_READABLE"]
+
+TYPE1 = {
+    "vfiospec": 1, "name": "spec-type1-v2", "description": "v2: overlap EEXIST, bisect EINVAL, whole unmap",
+    "platform": {"groups": {"g0": {"devices": {"dev0": "vfio-pci"}}}},
+    "steps": [
+        {"call": "open", "path": "/dev/vfio/vfio", "as": "container"},
+        {"call": "ioctl", "fd": "container", "cmd": "VFIO_GET_API_VERSION", "expect": {"ret": 0}},
+        {"call": "open", "path": "/dev/vfio/{g0}", "as": "group"},
+        {"call": "ioctl", "fd": "group", "cmd": "VFIO_GROUP_SET_CONTAINER", "arg": "container", "expect": "ok"},
+        {"call": "ioctl", "fd": "container", "cmd": "VFIO_SET_IOMMU", "arg": "VFIO_TYPE1v2_IOMMU", "expect": "ok"},
+        {"call": "mmap", "length": "0x4000", "as": "buf"},
+        {"call": "ioctl", "fd": "container", "cmd": "VFIO_IOMMU_MAP_DMA",
+         "arg": {"flags": MAPF, "vaddr": "buf", "iova": 0, "size": "0x2000"}, "expect": "ok"},
+        {"call": "ioctl", "fd": "container", "cmd": "VFIO_IOMMU_MAP_DMA",
+         "arg": {"flags": MAPF, "vaddr": "buf", "iova": "0x1000", "size": "0x2000"}, "expect": {"errno": "EEXIST"}},
+        {"call": "ioctl", "fd": "container", "cmd": "VFIO_IOMMU_UNMAP_DMA",
+         "arg": {"iova": 0, "size": "0x1000"}, "expect": {"errno": "EINVAL"}},
+        {"call": "ioctl", "fd": "container", "cmd": "VFIO_IOMMU_UNMAP_DMA",
+         "arg": {"iova": 0, "size": "0x4000"}, "expect": {"ret": 0, "out": {"size": "0x2000"}}},
+    ]}
+
+IOMMUFD = {
+    "vfiospec": 1, "name": "spec-iommufd-copy-attach", "description": "bind, IOAS map/copy, attach, busy destroy",
+    "platform": {"groups": {"g0": {"devices": {"dev0": "vfio-pci"}}}},
+    "steps": [
+        {"call": "open", "path": "/dev/iommu", "as": "iommufd"},
+        {"call": "open", "path": "/dev/vfio/devices/{dev0.cdev}", "as": "dev0_cdev"},
+        {"call": "mmap", "length": "0x2000", "as": "buf"},
+        {"call": "ioctl", "fd": "iommufd", "cmd": "IOMMU_IOAS_ALLOC", "arg": {"flags": 0}, "save": {"out_ioas_id": "ioas1"}},
+        {"call": "ioctl", "fd": "iommufd", "cmd": "IOMMU_IOAS_ALLOC", "arg": {"flags": 0}, "save": {"out_ioas_id": "ioas2"}},
+        {"call": "ioctl", "fd": "dev0_cdev", "cmd": "VFIO_DEVICE_BIND_IOMMUFD", "arg": {"flags": 0, "iommufd": "iommufd"},
+         "save": {"out_devid": "devid_dev0"}},
+        {"call": "ioctl", "fd": "dev0_cdev", "cmd": "VFIO_DEVICE_ATTACH_IOMMUFD_PT", "arg": {"flags": 0, "pt_id": "$ioas1"}},
+        {"call": "ioctl", "fd": "iommufd", "cmd": "IOMMU_IOAS_MAP",
+         "arg": {"flags": IOASF, "ioas_id": "$ioas1", "user_va": "buf", "length": "0x1000", "iova": 0}},
+        {"call": "ioctl", "fd": "iommufd", "cmd": "IOMMU_IOAS_COPY",
+         "arg": {"flags": IOASF, "dst_ioas_id": "$ioas2", "src_ioas_id": "$ioas1", "length": "0x1000",
+                 "dst_iova": "0x1000", "src_iova": 0}},
+        {"call": "open", "path": "/dev/vfio/{g0}", "as": "g0"},
+        {"call": "ioctl", "fd": "dev0_cdev", "cmd": "VFIO_DEVICE_BIND_IOMMUFD", "arg": {"flags": 0, "iommufd": "iommufd"}},
+        {"call": "ioctl", "fd": "iommufd", "cmd": "IOMMU_DESTROY", "arg": {"id": "$ioas1"}},
+        {"call": "ioctl", "fd": "dev0_cdev", "cmd": "VFIO_DEVICE_ATTACH_IOMMUFD_PT", "arg": {"flags": 0, "pt_id": "$ioas2"}},
+        {"call": "ioctl", "fd": "iommufd", "cmd": "IOMMU_DESTROY", "arg": {"id": "$ioas1"}},
+        {"call": "ioctl", "fd": "iommufd", "cmd": "IOMMU_IOAS_UNMAP", "arg": {"ioas_id": "$ioas2", "iova": 0, "length": "0x2000"}},
+        {"call": "ioctl", "fd": "iommufd", "cmd": "IOMMU_DESTROY", "arg": {"id": "$devid_dev0"}},
+    ]}
+
+
+def _divergent_type1():
+    d = copy.deepcopy(TYPE1)
+    d["name"] = "spec-type1-v2-divergent"
+    d["steps"][8]["expect"] = {"ret": 0, "out": {"size": "0x1000"}}     # claims a bisecting unmap succeeds
+    return d
+
+
+@pytest.fixture(scope="module")
+def reports():
+    runs = {"type1": TYPE1, "type1-bad": _divergent_type1(),
+            "iommufd-ref": recorded_run(IOMMUFD, "reference")}
+    bad = copy.deepcopy(runs["iommufd-ref"])
+    bad["name"] = "spec-iommufd-bind-twice"
+    bad["steps"][10]["result"] = {"ret": 0, "errno": None}               # a second bind that "succeeds"
+    runs["iommufd-bad"] = bad
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        futs = {k: ex.submit(validate_doc, d) for k, d in runs.items()}
+        return {k: f.result() for k, f in futs.items()}, runs
+
+
+def test_reference_consistent_type1_trace_is_accepted(reports):
+    rep = reports[0]["type1"]
+    assert rep.accepted, rep.text()
+    assert rep.model == "type1" and rep.steps_checked == 7 and rep.skipped == [0, 1, 5]
+
+
+def test_divergent_trace_is_rejected_naming_the_step(reports):
+    rep = reports[0]["type1-bad"]
+    assert not rep.accepted and rep.diverged_at == 8
+    assert rep.spec_says == ["EINVAL"]
+    assert "UnmapDma(size=1) -> EINVAL" in rep.enabled
+    assert "UnmapDma(size=2) -> ok [out 2]" in rep.enabled
+    assert "step 8 (ioctl VFIO_IOMMU_UNMAP_DMA" in rep.text()
+
+
+def test_reference_run_is_accepted(reports):
+    rep = reports[0]["iommufd-ref"]
+    run = reports[1]["iommufd-ref"]
+    # the recorded run holds the reference's own answers, not expectations
+    assert run["steps"][9]["result"]["errno"] == "EBUSY" and run["steps"][10]["result"]["errno"] == "EINVAL"
+    assert run["steps"][11]["result"]["errno"] == "EBUSY"
+    assert rep.accepted, rep.text()
+    assert rep.steps_checked == 13
+
+
+def test_divergent_reference_run_is_rejected(reports):
+    rep = reports[0]["iommufd-bad"]
+    assert not rep.accepted and rep.diverged_at == 10
+    assert rep.spec_says == ["EINVAL"]          # already bound (the group open failed)
+    assert "Bind(dev='dev0') -> EINVAL" in rep.enabled
+    assert "REJECTED spec-iommufd-bind-twice: step 10" in rep.text()
