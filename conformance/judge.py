@@ -97,6 +97,8 @@ def _get(out: dict, dotted: str):
 
 
 def _same_value(want, got) -> bool:
+    if want.__class__ is int and got.__class__ is int:     # the common case, no parsing
+        return want == got
     if isinstance(want, list):
         return isinstance(got, list) and len(want) == len(got) and all(_same_value(a, b) for a, b in zip(want, got))
     if isinstance(want, dict):
@@ -115,7 +117,9 @@ def judge(exp, obs: Observed, saved: dict | None = None) -> tuple[str, str]:
     if exp is None:
         return PASS, "recorded"
     if exp == "ok":
-        exp = {}
+        if obs.errno is not None:
+            return FAIL, f"expected success, got errno {obs.errno}"
+        return PASS, ""
     want_errno = exp.get("errno")
     if want_errno is not None:
         names = [want_errno] if isinstance(want_errno, str) else want_errno

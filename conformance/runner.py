@@ -125,8 +125,9 @@ def run_trace(trace: Trace, target: Target, on_step=None) -> TraceResult:
             res.steps.append(sr)
             if on_step:
                 on_step(sr)
-            if obs.errno is None and obs.error is None and obs.unsupported is None:
-                for fld, name in step.get("save", {}).items():
+            save = step.get("save")
+            if save and obs.errno is None and obs.error is None and obs.unsupported is None:
+                for fld, name in save.items():
                     if fld == "ret":
                         saved[name] = obs.ret
                     else:

@@ -93,6 +93,27 @@ def modes_for(target) -> list[str]:
 
 
 # ------------------------------------------------------------------ lockstep
+_CHECKED: dict = {}          # abstract state -> the invariants it violates (check_state is pure)
+_CHECKED_MAX = 1 << 14
+
+
+def checked_state(runtime, state) -> list:
+    """runtime.check_state(state), memoised on the (frozen, hashable) state: an
+    exploration revisits few distinct states (a failing call leaves the state as it
+    was, and every example starts with the same setup), so most steps are a lookup.
+    An unhashable state is checked every time."""
+    try:
+        bad = _CHECKED.get(state)
+    except TypeError:
+        return runtime.check_state(state)
+    if bad is None:
+        bad = runtime.check_state(state)
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[state] = bad
+    return bad
+
+
 class Lockstep:
     """One example: the reference and (unless the target is the reference) the target,
     fed the same steps; the executed steps are kept as a trace."""
@@ -150,14 +171,14 @@ class Lockstep:
         except ImportError:
             return
         state = self.ref.state()
-        bad = runtime.check_state(state)
+        bad = checked_state(runtime, state)
         if bad:
             raise InvariantViolation(f"after step {len(self.steps) - 1} {_text(self.steps[-1])}: "
                                      + "; ".join(str(v) for v in bad))
         if self.tgt is not None:
             ts = self.tgt.state()
             if ts is not None:
-                bad = runtime.check_state(ts)
+                bad = checked_state(runtime, ts)
                 if bad:
                     raise InvariantViolation(f"target state after step {len(self.steps) - 1}: "
                                              + "; ".join(str(v) for v in bad))
@@ -572,22 +593,42 @@ def save_counterexample(path: Path, mode: Mode, steps: list[dict], message: str,
     return doc
 
 
+_TESTS: dict = {}
+
+
+def _machine_test(mode: str, target: str, per_batch: int, steps_per_example: int):
+    """(machine class, Hypothesis test) for run_mode, built once per process and
+    reused with fresh class counters: building the test makes Hypothesis digest
+    the machine's source (inspect.getsource parses this whole module for a class
+    made by machine_for), which costs as much as hundreds of steps."""
+    key = (mode, target, per_batch, steps_per_example)
+    hit = _TESTS.get(key)
+    if hit is None:
+        cls = machine_for(mode, target)
+        conf = settings(deadline=None, max_examples=per_batch, stateful_step_count=steps_per_example,
+                        database=None, suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
+                        phases=[Phase.generate, Phase.shrink])
+        if len(_TESTS) >= 256:
+            _TESTS.clear()
+        hit = _TESTS[key] = (cls, get_state_machine_test(cls, settings=conf))
+    cls, test = hit
+    cls.target_cache, cls.last_steps, cls.step_count, cls.coverage = {}, [], 0, {}
+    return cls, test
+
+
 def run_mode(mode: str, target: str, budget: float, seed: int, waivers=(), report_dir=None, progress=None,
              max_examples: int | None = None, steps_per_example: int = 25) -> dict:
     """Explore `mode` for `budget` seconds (or `max_examples` examples); a failure is
     shrunk and saved as a trace."""
     m = MODES[mode]
-    cls = machine_for(mode, target)
+    per_batch = 10 if max_examples is None else max_examples
+    cls, test = _machine_test(mode, target, per_batch, steps_per_example)
     t0 = time.monotonic()
     examples = 0
     result = {"mode": mode, "verdict": "PASS", "seed": seed, "failures": [], "steps": 0, "examples": 0}
     s = seed
     while True:
-        per_batch = 10 if max_examples is None else max_examples
-        conf = settings(deadline=None, max_examples=per_batch, stateful_step_count=steps_per_example,
-                        database=None, suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
-                        phases=[Phase.generate, Phase.shrink])
-        test = hseed(s)(get_state_machine_test(cls, settings=conf))
+        test = hseed(s)(test)
         try:
             test()
         except (Divergence, InvariantViolation, AssertionError) as e:

@@ -42,14 +42,33 @@ def _num(v):
     return parse_int(v) if isinstance(v, (int, str)) and is_int(v) else v
 
 
+_FIELDS: dict[int, tuple] = {}
+
+
+def _fields(st: uapi.Struct) -> tuple:
+    """(zero values of the scalar fields, nested-struct fields, name -> Field) of a struct, computed once."""
+    r = _FIELDS.get(id(st))
+    if r is None or r[3] is not st:
+        nested = [f for f in st.fields if isinstance(f.type, uapi.Struct)]
+        zeros = {f.name: ({} if isinstance(f.type, uapi.Struct) else 0) for f in st.fields}
+        by_name = {}
+        for f in st.fields:
+            by_name.setdefault(f.name, f)      # Struct.field returns the first of a name
+        r = _FIELDS[id(st)] = (zeros, nested, by_name, st)
+    return r
+
+
 def _struct(st: uapi.Struct, obj: dict) -> dict:
     """Every field of the struct (absent ones zero, as the trace format says)."""
-    out = {f.name: ({} if isinstance(f.type, uapi.Struct) else 0) for f in st.fields}
-    for f in st.fields:
-        if isinstance(f.type, uapi.Struct) and f.name not in obj:
+    zeros, nested, by_name, _ = _fields(st)
+    out = dict(zeros)
+    for f in nested:
+        if f.name not in obj:
             out[f.name] = _struct(f.type, {})
     for k, v in obj.items():
-        f = st.field(k)
+        f = by_name.get(k)
+        if f is None:
+            raise KeyError(k)
         if isinstance(f.type, uapi.Struct):
             out[k] = _struct(f.type, v)
         elif f.kind == "flags" and isinstance(v, list):

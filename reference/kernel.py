@@ -7,6 +7,7 @@ from __future__ import annotations
 from bisect import bisect_right, insort, bisect_left
 from dataclasses import dataclass, field
 
+from . import dispatch
 from .errors import Errno
 from .platform import Platform, parse_platform
 
@@ -118,7 +119,6 @@ class Kernel:
         self.objects: dict[str, object] = {}
         # vfio devices by the trace's logical names (dev0, and mdevs named by `as`)
         self.devices: dict[str, object] = {}
-        from . import dispatch
         dispatch.boot(self)
 
     # ---------------------------------------------------------------- helpers
@@ -168,16 +168,17 @@ class Kernel:
         try:
             r = fn(*args)
         except Errno as e:
-            return Result(ret=-1, errno=e.name, out=e.out or {},
-                          reqs=self.reqs + ([e.req] if e.req else []))
-        if not isinstance(r, Result):
-            r = Result(ret=0 if r is None else r)
+            return Result(-1, e.name, e.out or {}, None, self.reqs + [e.req] if e.req else self.reqs[:])
+        if r.__class__ is not Result and not isinstance(r, Result):
+            return Result(0 if r is None else r, None, {}, None, list(self.reqs))
         r.reqs = self.reqs + r.reqs
         return r
 
     def open(self, path: str, flags=None) -> Result:
-        from . import dispatch
-        return self._call(lambda: self.install_fd(dispatch.open_path(self, path)))
+        return self._call(self._open, path)
+
+    def _open(self, path: str) -> int:
+        return self.install_fd(dispatch.open_path(self, path))
 
     def close(self, fd: int) -> Result:
         def go():
@@ -201,18 +202,18 @@ class Kernel:
             f.release()
 
     def ioctl(self, fd: int, cmd: str, arg=None) -> Result:
-        def go():
-            return self.file(fd).ioctl(cmd, arg)
-        return self._call(go)
+        return self._call(self._ioctl, fd, cmd, arg)
+
+    def _ioctl(self, fd: int, cmd: str, arg):
+        return self.file(fd).ioctl(cmd, arg)
 
     def mmap(self, length: int, hugepage: bool = False) -> Result:
-        return self._call(lambda: self.mm.mmap(length, hugepage))
+        return self._call(self.mm.mmap, length, hugepage)
 
     def munmap(self, addr: int) -> Result:
-        return self._call(lambda: self.mm.munmap(addr))
+        return self._call(self.mm.munmap, addr)
 
     def sysfs_read(self, path: str) -> Result:
-        from . import dispatch
         def go():
             text = dispatch.sysfs_read(self, path)
             r = Result(ret=0, data=text)
@@ -224,11 +225,9 @@ class Kernel:
         return self._call(go)
 
     def sysfs_write(self, path: str, data: str) -> Result:
-        from . import dispatch
         return self._call(lambda: dispatch.sysfs_write(self, path, data))
 
     def kapi(self, fn: str, args: dict) -> Result:
-        from . import dispatch
         return self._call(lambda: dispatch.kapi(self, fn, args))
 
     def close_all(self) -> None:

@@ -110,6 +110,8 @@ class Struct:
     # the kernel's minimum size: offsetofend(<field>) that the ioctl checks
     minsz_field: str | None = None
     flag_prefix: str | None = None
+    minsz: int = 0
+    by_name: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         off = 0
@@ -119,22 +121,17 @@ class Struct:
             off += f.size
             self.align = max(self.align, f.align)
         self.size = (off + self.align - 1) // self.align * self.align
+        self.by_name = {f.name: f for f in self.fields}
+        self.minsz = self.by_name[self.minsz_field].end if self.minsz_field else self.size
 
     def field(self, name: str) -> Field:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(name)
+        return self.by_name[name]
 
     def has(self, name: str) -> bool:
-        return any(f.name == name for f in self.fields)
+        return name in self.by_name
 
     def offsetofend(self, name: str) -> int:
-        return self.field(name).end
-
-    @property
-    def minsz(self) -> int:
-        return self.offsetofend(self.minsz_field) if self.minsz_field else self.size
+        return self.by_name[name].end
 
     def pack(self, values: dict) -> bytes:
         buf = bytearray(self.size)

@@ -1,7 +1,11 @@
 """`vfiospec bench [--quick]`: how fast vfiospec checks, and how its cost grows.
 
 Every figure that is a ratio is measured side by side in the same run (these
-machines are noisy).  Prints a table and writes JSON (--json FILE)."""
+machines are noisy): the two sides alternate in rounds and the table gives the
+median of the rounds.  Rates are per CPU-second of this (single-threaded)
+process, i.e. on one core, so that other jobs on the machine do not count
+against vfiospec; the wall-clock rate is kept in the JSON.  Prints a table and
+writes JSON (--json FILE)."""
 
 from __future__ import annotations
 
@@ -17,12 +21,33 @@ PAGE = 0x1000
 
 
 def _timeit(fn, min_seconds: float) -> tuple[int, float]:
-    n, t0 = 0, time.perf_counter()
+    """(units of work, CPU seconds): run `fn` (returning its units) for at least
+    `min_seconds` of this process's CPU time."""
+    n, cpu, _ = _timeit2(fn, min_seconds)
+    return n, cpu
+
+
+def _timeit2(fn, min_seconds: float) -> tuple[int, float, float]:
+    """(units, CPU seconds, wall seconds)."""
+    n, c0, w0 = 0, time.process_time(), time.perf_counter()
     while True:
         n += fn()
-        dt = time.perf_counter() - t0
-        if dt >= min_seconds:
-            return n, dt
+        dc = time.process_time() - c0
+        if dc >= min_seconds:
+            return n, dc, time.perf_counter() - w0
+
+
+def _rounds(quick: bool) -> int:
+    return 3 if quick else 5
+
+
+def _median_rate(samples) -> float:
+    """Median of n/cpu over (n, cpu, wall) samples."""
+    return statistics.median(n / c for n, c, _ in samples)
+
+
+def _wall_rate(samples) -> float:
+    return statistics.median(n / w for n, _, w in samples)
 
 
 def bench_replay(quick: bool) -> list[dict]:
@@ -51,13 +76,20 @@ def bench_replay(quick: bool) -> list[dict]:
                     pass
         return nsteps
 
-    secs = 1.0 if quick else 4.0
-    n1, d1 = _timeit(replay, secs)
-    n2, d2 = _timeit(decode, secs)
-    return [{"figure": "reference replay", "value": n1 / d1, "unit": "steps/s",
-             "note": f"{len(traces)} shipped traces, {nsteps} steps"},
-            {"figure": "decode-only baseline", "value": n2 / d2, "unit": "steps/s"},
-            {"figure": "replay / baseline", "value": (n1 / d1) / (n2 / d2), "unit": "ratio"}]
+    replay()                     # warm-up: imports, per-trace preparation, caches
+    decode()
+    secs = 0.5 if quick else 2.0
+    a, b = [], []
+    for _ in range(_rounds(quick)):          # alternate, so that load changes hit both sides
+        a.append(_timeit2(replay, secs))
+        b.append(_timeit2(decode, secs))
+    r1, r2 = _median_rate(a), _median_rate(b)
+    return [{"figure": "reference replay", "value": r1, "unit": "steps/s",
+             "note": f"{len(traces)} shipped traces, {nsteps} steps, per CPU-second, median of {len(a)}",
+             "wall_steps_per_s": _wall_rate(a), "samples": [n / c for n, c, _ in a], "target": 50000},
+            {"figure": "decode-only baseline", "value": r2, "unit": "steps/s", "wall_steps_per_s": _wall_rate(b)},
+            {"figure": "replay / baseline", "value": r1 / r2, "unit": "ratio",
+             "note": "median of per-round ratios " + f"{statistics.median(x[0] / x[1] / (y[0] / y[1]) for x, y in zip(a, b)):.3g}"}]
 
 
 def _session(platform_doc):
@@ -104,71 +136,105 @@ def _ioas_with(n: int):
 
 
 def bench_growth(quick: bool) -> list[dict]:
-    """Per-step cost with 10 .. 10,000 live mappings / areas, and 1 .. 100 devices."""
+    """Per-step cost with 10 .. 10,000 live mappings / areas, and 1 .. 100 devices.
+
+    The sessions of one series are built first, then measured round-robin
+    (median of the rounds, CPU time); the last row of a series is the cost at
+    the largest size over the cost at the smallest (logarithmic growth from 10
+    to 10,000 allows a factor of log(10000)/log(10) = 4)."""
+    from vfiospec.conformance import steps as S
     rows = []
     sizes = [10, 100, 1000, 10000]
-    secs = 0.3 if quick else 1.0
+    secs = 0.2 if quick else 0.6
+
+    def pre(step, saved=None):
+        return S.normalize(step, saved or {})
+
+    def series(title, unit_name, built):
+        """built: [(n, op or exception)]; op() performs some steps and returns how many."""
+        samples = {n: [] for n, op in built if callable(op)}
+        for _ in range(_rounds(quick)):
+            for n, op in built:
+                if callable(op):
+                    samples[n].append(_timeit2(op, secs))
+        out = []
+        for n, op in built:
+            if not callable(op):
+                out.append({"figure": title.format(n=n), "value": None, "unit": "SKIPPED", "note": str(op)})
+                continue
+            out.append({"figure": title.format(n=n), "value": _median_rate(samples[n]), "unit": "steps/s",
+                        "wall_steps_per_s": _wall_rate(samples[n])})
+        ok = [r for r in out if r["value"]]
+        if len(ok) >= 2:
+            out.append({"figure": f"  cost growth {built[0][0]} -> {built[-1][0]} {unit_name}",
+                        "value": ok[0]["value"] / ok[-1]["value"], "unit": "ratio",
+                        "note": "per-step cost at the largest size / at the smallest"})
+        return out
+
+    built = []
     for n in sizes:
         try:
             s = _type1_with(n)
         except Exception as e:
-            rows.append({"figure": f"type1 map+unmap, {n} mappings", "value": None, "unit": "SKIPPED", "note": str(e)})
+            built.append((n, e))
             continue
         iova = hex((2 * n + 1) * PAGE)
+        m = pre({"call": "ioctl", "fd": "c", "cmd": "VFIO_IOMMU_MAP_DMA",
+                 "arg": {"flags": ["VFIO_DMA_MAP_FLAG_READ"], "vaddr": "buf", "iova": iova, "size": hex(PAGE)}})
+        u = pre({"call": "ioctl", "fd": "c", "cmd": "VFIO_IOMMU_UNMAP_DMA", "arg": {"iova": iova, "size": hex(PAGE)}})
 
-        def op():
-            _do(s, {"call": "ioctl", "fd": "c", "cmd": "VFIO_IOMMU_MAP_DMA",
-                    "arg": {"flags": ["VFIO_DMA_MAP_FLAG_READ"], "vaddr": "buf", "iova": iova, "size": hex(PAGE)}})
-            _do(s, {"call": "ioctl", "fd": "c", "cmd": "VFIO_IOMMU_UNMAP_DMA", "arg": {"iova": iova, "size": hex(PAGE)}})
+        def op(s=s, m=m, u=u):
+            if s.perform(m).errno or s.perform(u).errno:
+                raise RuntimeError("map+unmap failed")
             return 2
-        k, d = _timeit(op, secs)
-        rows.append({"figure": f"type1 map+unmap, {n} live mappings", "value": k / d, "unit": "steps/s"})
+        built.append((n, op))
+    rows += series("type1 map+unmap, {n} live mappings", "mappings", built)
+
+    built = []
     for n in sizes:
         try:
             s, saved = _ioas_with(n)
         except Exception as e:
-            rows.append({"figure": f"ioas map+unmap, {n} areas", "value": None, "unit": "SKIPPED", "note": str(e)})
+            built.append((n, e))
             continue
         iova = hex((2 * n + 3) * PAGE)
+        m = pre({"call": "ioctl", "fd": "f", "cmd": "IOMMU_IOAS_MAP",
+                 "arg": {"flags": ["IOMMU_IOAS_MAP_FIXED_IOVA", "IOMMU_IOAS_MAP_READABLE"], "ioas_id": "$ioas",
+                         "user_va": "buf", "length": hex(PAGE), "iova": iova}}, saved)
+        u = pre({"call": "ioctl", "fd": "f", "cmd": "IOMMU_IOAS_UNMAP",
+                 "arg": {"ioas_id": "$ioas", "iova": iova, "length": hex(PAGE)}}, saved)
 
-        def op2():
-            _do(s, {"call": "ioctl", "fd": "f", "cmd": "IOMMU_IOAS_MAP",
-                    "arg": {"flags": ["IOMMU_IOAS_MAP_FIXED_IOVA", "IOMMU_IOAS_MAP_READABLE"], "ioas_id": "$ioas",
-                            "user_va": "buf", "length": hex(PAGE), "iova": iova}}, saved)
-            _do(s, {"call": "ioctl", "fd": "f", "cmd": "IOMMU_IOAS_UNMAP",
-                    "arg": {"ioas_id": "$ioas", "iova": iova, "length": hex(PAGE)}}, saved)
+        def op2(s=s, m=m, u=u):
+            if s.perform(m).errno or s.perform(u).errno:
+                raise RuntimeError("map+unmap failed")
             return 2
-        k, d = _timeit(op2, secs)
-        rows.append({"figure": f"ioas map+unmap, {n} live areas", "value": k / d, "unit": "steps/s"})
+        built.append((n, op2))
+    rows += series("ioas map+unmap, {n} live areas", "areas", built)
+
+    built = []
     for n in (1, 10, 100):
         groups = {f"g{i}": {"devices": {f"dev{i}": "vfio-pci"}} for i in range(n)}
         s = _session({"groups": groups})
         _do(s, {"call": "open", "path": "/dev/vfio/vfio", "as": "c"})
         last = f"g{n - 1}"
+        steps3 = [pre({"call": "open", "path": "/dev/vfio/{%s}" % last, "as": "g"}),
+                  pre({"call": "ioctl", "fd": "g", "cmd": "VFIO_GROUP_GET_STATUS"}),
+                  pre({"call": "close", "fd": "g"})]
 
-        def op3():
-            _do(s, {"call": "open", "path": "/dev/vfio/{%s}" % last, "as": "g"})
-            _do(s, {"call": "ioctl", "fd": "g", "cmd": "VFIO_GROUP_GET_STATUS"})
-            _do(s, {"call": "close", "fd": "g"})
+        def op3(s=s, steps3=steps3):
+            for st in steps3:
+                if s.perform(st).errno:
+                    raise RuntimeError("group open/status/close failed")
             return 3
-        k, d = _timeit(op3, secs)
-        rows.append({"figure": f"group open+status+close, {n} devices", "value": k / d, "unit": "steps/s"})
+        built.append((n, op3))
+    rows += series("group open+status+close, {n} devices", "devices", built)
     return rows
 
 
-def bench_stateful(quick: bool) -> list[dict]:
-    """Stateful steps/s against the reference vs a bare machine with the same number of rules."""
-    from hypothesis import HealthCheck, settings
+def bare_machine(nrules: int):
+    """A Hypothesis machine with `nrules` rules that do nothing (one integer drawn each)."""
     from hypothesis import strategies as st
-    from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, rule
-
-    from vfiospec.conformance.stateful import machine_for, run_mode
-    n_ex = 10 if quick else 40
-    t0 = time.perf_counter()
-    r = run_mode("type1v2", "reference", 0, 0, max_examples=n_ex)
-    d1 = time.perf_counter() - t0
-    steps = r["steps"]
-    nrules = len(machine_for("type1v2").RULES)
+    from hypothesis.stateful import RuleBasedStateMachine, rule
 
     class Bare(RuleBasedStateMachine):
         count = 0
@@ -178,16 +244,61 @@ def bench_stateful(quick: bool) -> list[dict]:
             type(self).count += 1
         f.__name__ = f"r{i}"
         setattr(Bare, f"r{i}", rule(x=st.integers(0, 16))(f))
-    conf = settings(max_examples=n_ex, stateful_step_count=25, deadline=None, database=None,
-                    suppress_health_check=list(HealthCheck))
-    t0 = time.perf_counter()
-    get_state_machine_test(Bare, settings=conf)()
-    d2 = time.perf_counter() - t0
-    a, b = steps / d1, Bare.count / d2
-    return [{"figure": "stateful type1v2 vs reference", "value": a, "unit": "steps/s",
-             "note": f"{n_ex} examples, {steps} steps, invariants checked every step"},
-            {"figure": f"bare Hypothesis machine ({nrules} rules)", "value": b, "unit": "steps/s"},
-            {"figure": "bare / stateful (cost factor)", "value": b / a if a else None, "unit": "ratio"}]
+    return Bare
+
+
+def bare_test(machine, max_examples: int, steps_per_example: int = 25):
+    """The Hypothesis test of the bare machine, with the settings run_mode uses (built
+    once, as run_mode builds its test once per process)."""
+    from hypothesis import HealthCheck, Phase, Verbosity, settings
+    from hypothesis.stateful import get_state_machine_test
+    conf = settings(max_examples=max_examples, stateful_step_count=steps_per_example, deadline=None, database=None,
+                    suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
+                    phases=[Phase.generate, Phase.shrink])
+    return get_state_machine_test(machine, settings=conf)
+
+
+def run_bare(machine, test, seed: int) -> int:
+    """Run the bare machine's test with `seed`; the rule steps it took."""
+    from hypothesis import seed as hseed
+    machine.count = 0
+    hseed(seed)(test)()
+    return machine.count
+
+
+def bench_stateful(quick: bool, mode: str = "type1v2") -> list[dict]:
+    """Stateful steps/s against the reference vs a bare machine with the same number of rules,
+    the same Hypothesis settings and seeds, alternating in rounds (CPU time)."""
+    from vfiospec.conformance.stateful import machine_for, run_mode
+    n_ex = 10 if quick else 40
+    nrules = len(machine_for(mode).RULES)
+    bare = bare_machine(nrules)
+    test = bare_test(bare, n_ex)
+    run_mode(mode, "reference", 0, 0, max_examples=n_ex)    # warm-up: imports, Hypothesis, compiled invariants
+    run_bare(bare, test, 0)
+    a, b, verdicts = [], [], set()
+    for rnd in range(1, _rounds(quick) + 1):
+        c0, w0 = time.process_time(), time.perf_counter()
+        r = run_mode(mode, "reference", 0, rnd, max_examples=n_ex)
+        a.append((r["steps"], time.process_time() - c0, time.perf_counter() - w0, r["examples"]))
+        verdicts.add(r["verdict"])
+        c0, w0 = time.process_time(), time.perf_counter()
+        k = run_bare(bare, test, rnd)
+        b.append((k, time.process_time() - c0, time.perf_counter() - w0, n_ex))
+    ra, rb = _median_rate(x[:3] for x in a), _median_rate(x[:3] for x in b)
+    per_ex = statistics.median((x[1] / x[3]) / (y[1] / y[3]) for x, y in zip(a, b))
+    steps = statistics.median(x[0] for x in a)
+    return [{"figure": f"stateful {mode} vs reference", "value": ra, "unit": "steps/s",
+             "note": f"{n_ex} examples/round, ~{steps:.0f} steps, invariants checked every step, "
+                     f"median of {len(a)} rounds ({'/'.join(sorted(verdicts))})",
+             "wall_steps_per_s": _wall_rate(x[:3] for x in a)},
+            {"figure": f"bare Hypothesis machine ({nrules} rules)", "value": rb, "unit": "steps/s",
+             "wall_steps_per_s": _wall_rate(x[:3] for x in b)},
+            {"figure": "bare / stateful (cost factor per step)", "value": rb / ra if ra else None, "unit": "ratio",
+             "target": 2.0},
+            {"figure": "stateful / bare (cost factor per example)", "value": per_ex, "unit": "ratio",
+             "note": "25 rule steps per example on both sides; the stateful side also runs its setup steps",
+             "target": 2.0}]
 
 
 def bench_mutants(quick: bool) -> list[dict]:

@@ -16,6 +16,7 @@ _ADDR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\s*\+\s*(0[xX][0-9a-fA-F]+|[0-9
 
 
 _NAME_FIELDS: dict[str, list] = {}
+_IOCTLS = uapi.IOCTLS
 
 
 def _name_fields(st: uapi.Struct) -> list:
@@ -49,6 +50,9 @@ class ReferenceSession(Session):
         return dev.name
 
     def resolve_str(self, s: str) -> str:
+        if "{" not in s:                # no placeholder: nothing to substitute
+            return s
+
         def rep(m):
             try:
                 return self.placeholder(m.group(1), m.group(2))
@@ -90,7 +94,22 @@ class ReferenceSession(Session):
     def perform(self, step: dict) -> Observed:
         k = self.kernel
         call = step["call"]
-        if call == "open":
+        if call == "ioctl":                       # most steps: tested first
+            cmd = step["cmd"]
+            io = _IOCTLS[cmd]
+            arg = step.get("arg")
+            kind = io.arg
+            if kind == "struct":
+                arg = self._arg_struct(io.struct, arg)
+            elif kind == "fd":
+                arg = self.resolve_fd(arg)
+            elif kind == "string":
+                arg = self.resolve_str(arg)
+            fd = step["fd"]
+            r = k.ioctl(fd if fd.__class__ is int else self.resolve_fd(fd), cmd, arg)
+            if r.errno is None and "as" in step:
+                self.fds[step["as"]] = r.ret
+        elif call == "open":
             r = k.open(self.resolve_str(step["path"]), step.get("flags"))
             if r.errno is None:
                 self.fds[step["as"]] = r.ret
@@ -113,22 +132,12 @@ class ReferenceSession(Session):
         elif call == "kapi":
             args = dict(step)
             r = k.kapi(step["fn"], args)
-        elif call == "ioctl":
-            io = uapi.IOCTLS[step["cmd"]]
-            arg = step.get("arg")
-            if io.arg == "fd":
-                arg = self.resolve_fd(arg)
-            elif io.arg == "string":
-                arg = self.resolve_str(arg)
-            elif io.arg == "struct":
-                arg = self._arg_struct(io.struct, arg)
-            r = k.ioctl(self.resolve_fd(step["fd"]), step["cmd"], arg)
-            if r.errno is None and "as" in step:
-                self.fds[step["as"]] = r.ret
         else:
             raise Unsupported(f"unknown call {call!r}")
-        return Observed(ret=r.ret if r.errno is None else -1, errno=r.errno, out=r.out, data=r.data,
-                        reqs=list(r.reqs))
+        errno = r.errno
+        reqs = r.reqs
+        return Observed(-1 if errno is not None else r.ret, errno, r.out, r.data, None, None,
+                        reqs if reqs.__class__ is list else list(reqs))
 
     def state(self):
         return self.kernel.state()
