@@ -607,7 +607,7 @@ def _machine_test(mode: str, target: str, per_batch: int, steps_per_example: int
         cls = machine_for(mode, target)
         conf = settings(deadline=None, max_examples=per_batch, stateful_step_count=steps_per_example,
                         database=None, suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
-                        phases=[Phase.generate, Phase.shrink])
+                        phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False)
         if len(_TESTS) >= 256:
             _TESTS.clear()
         hit = _TESTS[key] = (cls, get_state_machine_test(cls, settings=conf))
