@@ -364,7 +364,7 @@ class Bridge:
     agent's ready line, then pump protocol lines between our stdin/stdout and
     the guest. The console goes to `console_log`."""
 
-    def __init__(self, qemu_argv: list[str], sock: Path, console_log: Path, ready_timeout: float = 180):
+    def __init__(self, qemu_argv: list[str], sock: Path, console_log: Path, ready_timeout: float = 540):
         self.qemu_argv = qemu_argv
         self.sock_path = sock
         self.console_log = console_log
@@ -378,7 +378,7 @@ class Bridge:
         t0 = time.time()
         if self.sock_path.exists():
             self.sock_path.unlink()
-        self.console = open(self.console_log, "wb")
+        self.console = open(self.console_log.with_name(self.console_log.name + ".qemu"), "wb")
         self.proc = subprocess.Popen(self.qemu_argv, stdin=subprocess.DEVNULL, stdout=self.console,
                                      stderr=subprocess.STDOUT)
         deadline = t0 + self.ready_timeout
@@ -423,10 +423,14 @@ class Bridge:
                     return
 
     def tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.console_log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        """The console's last lines, then QEMU's own output."""
+        out = []
+        for p in (self.console_log, self.console_log.with_name(self.console_log.name + ".qemu")):
+            try:
+                out += p.read_text(errors="replace").splitlines()[-n:]
+            except OSError:
+                pass
+        return "\n".join(out)
 
     def request(self, line: bytes, timeout: float = 60) -> bytes:
         """Send one protocol line, return the agent's one answer line."""
@@ -446,31 +450,49 @@ class Bridge:
         out, self.buf = self.buf.split(b"\n", 1)
         return out.strip(b"\r\0")
 
-    def pump(self, fin=None, fout=None) -> None:
-        """Copy lines from `fin` (our stdin) to the guest and the guest's to `fout`
-        until `fin` ends or the guest goes away."""
+    def pump(self, fin=None, fout=None, drain_timeout: float = 120) -> None:
+        """Copy lines from `fin` (our stdin) to the guest and the guest's to `fout`.
+        After `fin` ends, wait (up to `drain_timeout` s) for the answers still owed:
+        one line per request line."""
         fin = fin or sys.stdin.buffer
         fout = fout or sys.stdout.buffer
         assert self.sock is not None
+        sent = received = 0
+        pending_in = b""
         if self.buf:
-            fout.write(self.buf)
+            received += self.buf.count(b"\n")
+            fout.write(self.buf.replace(b"\r", b""))
             fout.flush()
             self.buf = b""
         fdin = fin.fileno()
+        eof_at = None
         while True:
-            r, _, _ = select.select([fdin, self.sock], [], [], 1.0)
+            if eof_at is not None and (received >= sent or time.time() - eof_at > drain_timeout):
+                return
+            watch = [self.sock] if eof_at is not None else [fdin, self.sock]
+            r, _, _ = select.select(watch, [], [], 1.0)
             if self.proc is not None and self.proc.poll() is not None:
                 return
             if fdin in r:
                 data = os.read(fdin, 65536)
                 if not data:
-                    return
-                self.sock.sendall(data)
+                    eof_at = time.time()
+                    if pending_in.strip():
+                        self.sock.sendall(pending_in + b"\n")
+                        sent += 1
+                    continue
+                pending_in += data
+                if b"\n" in pending_in:
+                    whole, pending_in = pending_in.rsplit(b"\n", 1)
+                    sent += sum(1 for ln in whole.split(b"\n") if ln.strip())
+                    self.sock.sendall(whole + b"\n")
             if self.sock in r:
                 data = self.sock.recv(65536)
                 if not data:
                     return
-                fout.write(data.replace(b"\r", b""))
+                data = data.replace(b"\r", b"")
+                received += data.count(b"\n")
+                fout.write(data)
                 fout.flush()
 
     def stop(self) -> None:
