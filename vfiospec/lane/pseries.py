@@ -1,19 +1,29 @@
 """The sPAPR TCE lane: a real Linux kernel's VFIO sPAPR backend in a ppc64le
 pseries guest under QEMU TCG (issue 9).
 
+    python -m vfiospec.lane.pseries build [--pagesize 4k|64k|all] [--series 6.12|7.2]
+    python -m vfiospec.lane.pseries boot --pagesize 4k     # stdin/stdout = the agent's protocol
+    python -m vfiospec.lane.pseries run [TRACES...] --pagesize all --raw FILE
+    python -m vfiospec.lane.pseries report RAW... --notes NOTES.md
+    python -m vfiospec.lane.pseries status
+
 Pieces (all cached under ~/.cache/vfiospec/, never in git):
 
-- ``build_kernel(pagesize)``: Debian's ``linux-source-6.12`` cross-built with
-  ``tinyconfig`` + ``pseries-base.config`` + ``pseries-<pagesize>.config``;
-  ``kernels/<key>/vmlinux`` with ``<key>`` = version + hash of the config.
+- ``kernel(pagesize)``: Debian's ``linux-source-6.12`` cross-built by
+  common.build_kernel with ``tinyconfig`` + ``pseries-base.config`` +
+  ``pseries-<pagesize>.config`` into ``kernels/<key>/vmlinux``;
+  ``--series 7.2`` takes the newest linux-source of Debian sid instead
+  (a private apt state; the machine's sources stay as they are).
 - ``build_initramfs()``: a static ppc64le busybox (Debian ``busybox-static``
-  for ppc64el, fetched with a private apt state) + the static C agent
-  (conformance/examples/agent/agent.c) + an ``/init`` that binds the edu
-  device to vfio-pci and runs the agent on ``/dev/hvc1``.
-- ``Guest``: QEMU ``-M pseries`` with the agent's hvc1 on a host pipe pair; the
-  ``boot`` command relays stdin/stdout to it, so
-  ``--target "exec:python -m vfiospec.lane.pseries boot --pagesize 4k"`` is a
-  protocol target.
+  for ppc64el, private apt state), the static C agent
+  (conformance/examples/agent/agent.c, cross-compiled) and an ``/init`` that
+  binds the edu device to vfio-pci and runs the agent on ``/dev/hvc1``.
+- ``Guest``: QEMU ``-M pseries`` with hvc0 (console) in a file, hvc1 (agent)
+  and hvc2 (control: a line there ends the agent) on unix sockets.
+- ``Lane``: the protocol endpoint; a fresh guest per trace by default (a
+  refused window creation poisons the PHB until reboot; the
+  unregister-while-mapped leak stays in the agent's mm), with kernel warnings
+  printed at the agent's exit returned in the ``end`` answer.
 """
 from __future__ import annotations
 
@@ -22,11 +32,11 @@ import hashlib
 import json
 import os
 import re
-import select
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -75,6 +85,163 @@ def build_kernel(pagesize: str, series: str = DEFAULT_SOURCE) -> Path:
     return common.build_kernel(kernel(pagesize, series), jobs=os.cpu_count() or 2)
 
 
+class ArchiveKernelBuild(KernelBuild):
+    """A KernelBuild whose source is a linux-source-<series> .deb fetched from a
+    newer Debian suite through a private apt state (the machine's own sources
+    stay as they are); `deb_version` is that package's version."""
+
+    def __init__(self, *a, deb_version: str, **kw):
+        super().__init__(*a, **kw)
+        self.deb_version = deb_version
+
+    def key(self) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps([self.series, self.deb_version, self.arch, self.base, self.image,
+                             self.cross_compile or ""]).encode())
+        for f in self.fragments:
+            h.update(b"\0" + Path(f).read_bytes())
+        return h.hexdigest()[:16]
+
+
+SUITES = {"sid": "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+                 "http://deb.debian.org/debian sid main",
+          "experimental": "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+                          "http://deb.debian.org/debian experimental main"}
+
+
+def _suite_apt(suite: str) -> tuple[Path, dict]:
+    root = CACHE / f"apt-{suite}"
+    for d in ("lists/partial", "cache/archives/partial"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "status").touch()
+    (root / "sources.list").write_text(SUITES[suite] + "\n")
+    conf = root / "apt.conf"
+    conf.write_text(f'Dir::State "{root}";\nDir::State::Lists "{root}/lists";\n'
+                    f'Dir::State::status "{root}/status";\nDir::Cache "{root}/cache";\n'
+                    f'Dir::Etc::SourceList "{root}/sources.list";\nDir::Etc::SourceParts "/nonexistent";\n')
+    return root, dict(os.environ, APT_CONFIG=str(conf))
+
+
+def newest_archive_source(suite: str = "sid", update: bool = True) -> tuple[str, str]:
+    """(series, version) of the newest linux-source-X.Y package in `suite`."""
+    root, env = _suite_apt(suite)
+    if update or not any((root / "lists").glob("*Packages*")):
+        subprocess.run(["apt-get", "update", "-q"], env=env, cwd=root, capture_output=True)
+    r = subprocess.run(["apt-cache", "depends", "linux-source"], env=env, capture_output=True, text=True)
+    m = re.search(r"Depends: linux-source-(\d+\.\d+)", r.stdout)
+    if not m:
+        raise RuntimeError(f"no linux-source in {suite}: {r.stdout[-500:]}{r.stderr[-500:]}")
+    series = m.group(1)
+    v = subprocess.run(["apt-cache", "show", "--no-all-versions", f"linux-source-{series}"], env=env,
+                       capture_output=True, text=True).stdout
+    ver = re.search(r"^Version: (\S+)", v, re.M).group(1)
+    return series, ver
+
+
+def archive_source_tree(series: str, version: str, suite: str = "sid") -> Path:
+    """linux-source-<series> <version> from `suite`, unpacked like common.source_tree."""
+    root = CACHE / "src" / f"linux-source-{version.replace('~', '_')}"
+    tree = root / f"linux-source-{series}"
+    if (tree / ".vfiospec-extracted").exists():
+        return tree
+    aroot, env = _suite_apt(suite)
+    debs = sorted(aroot.glob(f"linux-source-{series}_{version.replace(':', '%3a')}_all.deb"))
+    if not debs:
+        r = subprocess.run(["apt-get", "download", "-q", f"linux-source-{series}={version}"], env=env,
+                           cwd=aroot, capture_output=True, text=True)
+        debs = sorted(aroot.glob(f"linux-source-{series}_*_all.deb"))
+        if not debs:
+            raise RuntimeError(f"apt-get download linux-source-{series} failed: {r.stderr[-800:]}")
+    root.mkdir(parents=True, exist_ok=True)
+    with common.file_lock(root / ".lock"):
+        if (tree / ".vfiospec-extracted").exists():
+            return tree
+        tmp = Path(tempfile.mkdtemp(prefix=".unpack.", dir=root))
+        subprocess.run(f"dpkg-deb --fsys-tarfile {debs[-1]} | tar -xO ./usr/src/linux-source-{series}.tar.xz"
+                       f" | tar -xJ -C {tmp}", shell=True, check=True)
+        if tree.exists():
+            shutil.rmtree(tree)
+        (tmp / f"linux-source-{series}").rename(tree)
+        tmp.rmdir()
+        (tree / ".vfiospec-extracted").write_text(version + "\n")
+    return tree
+
+
+def archive_kernel(pagesize: str, series: str, version: str) -> ArchiveKernelBuild:
+    return ArchiveKernelBuild(
+        f"pseries-{series}-{pagesize}", "powerpc", "vmlinux", fragments(pagesize),
+        series=series, cross_compile=CROSS, deb_version=version)
+
+
+def build_archive_kernel(pagesize: str, series: str, version: str, suite: str = "sid") -> Path:
+    """common.build_kernel's steps on a source tree from a newer suite."""
+    kb = archive_kernel(pagesize, series, version)
+    if kb.cached():
+        return kb.image_path
+    tree = archive_source_tree(series, version, suite)
+    build = CACHE / "build" / kb.key()
+    build.mkdir(parents=True, exist_ok=True)
+    logf = build / "build.log"
+    t0 = time.time()
+    log(f"building {kb.name} from linux-source-{series} {version} in {build}")
+    with open(logf, "w") as lf:
+        def run(*targets):
+            cmd = kb.make_cmd(build, *targets)
+            lf.write("$ " + " ".join(cmd) + "\n")
+            lf.flush()
+            if subprocess.run(cmd, cwd=tree, stdout=lf, stderr=subprocess.STDOUT).returncode:
+                raise RuntimeError(f"kernel build {kb.name} failed at {targets}; see {logf}")
+        run(kb.base)
+        with open(build / ".config", "a") as cfg:
+            for f in kb.fragments:
+                cfg.write("\n" + Path(f).read_text())
+        run("olddefconfig")
+        bad = common.config_mismatches(build / ".config", common.fragment_settings(kb.fragments))
+        if bad:
+            raise RuntimeError(f"kernel config {kb.name}: fragment not honoured: {'; '.join(bad)}")
+        run(f"-j{os.cpu_count() or 2}", "vmlinux")
+    out = kb.dir
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(build / "vmlinux", out / "vmlinux")
+    shutil.copy2(build / ".config", out / "config")
+    shutil.copy2(logf, out / "build.log")
+    rel = build / "include" / "config" / "kernel.release"
+    (out / "meta.json").write_text(json.dumps({
+        "name": kb.name, "key": kb.key(), "arch": kb.arch, "series": series,
+        "source": f"linux-source-{series} {version} ({suite})",
+        "release": rel.read_text().strip() if rel.exists() else None,
+        "fragments": [Path(f).name for f in kb.fragments],
+        "build_seconds": round(time.time() - t0, 1), "jobs": os.cpu_count() or 2,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
+    log(f"built {kb.name} in {time.time() - t0:.0f} s")
+    return kb.image_path
+
+
+def kernel_image(pagesize: str, series: str = DEFAULT_SOURCE, build: bool = True) -> Path | None:
+    """The vmlinux for `series`: from the machine's own linux-source-<series>
+    when apt offers it, else from the newest suite that has it (sid)."""
+    if common.deb_version(f"linux-source-{series}") is not None or series == DEFAULT_SOURCE:
+        p = cached_kernel(pagesize, series)
+        return p or (build_kernel(pagesize, series) if build else None)
+    s, ver = newest_archive_source("sid", update=False)
+    if s != series:
+        raise RuntimeError(f"linux-source-{series} is neither installed nor the newest in sid ({s})")
+    kb = archive_kernel(pagesize, series, ver)
+    if kb.cached():
+        return kb.image_path
+    return build_archive_kernel(pagesize, series, ver) if build else None
+
+
+def kernel_label(pagesize: str, series: str = DEFAULT_SOURCE) -> str:
+    v = common.deb_version(f"linux-source-{series}")
+    if v is None:
+        try:
+            v = newest_archive_source("sid", update=False)[1] + " (sid)"
+        except Exception:
+            v = "?"
+    return f"linux-source-{series} {v}"
+
+
 # --------------------------------------------------------------------- userspace
 
 def busybox_ppc64el() -> Path:
@@ -112,9 +279,40 @@ def busybox_ppc64el() -> Path:
     return bb
 
 
+AGENT_IOCTL_CALL = "ioctl(fd, io->nr,"
+AGENT_IOCTL_FIX = "ioctl(fd, _IO((io->nr >> 8) & 0xff, io->nr & 0xff),"
+
+
 def build_agent() -> Path:
-    """The static C agent cross-compiled for ppc64le (common.build_agent)."""
-    return common.build_agent(cc=CROSS + "gcc")
+    """The static C agent cross-compiled for ppc64le (common.build_agent).
+
+    layouts.h carries x86's ioctl numbers ((type << 8) | nr); powerpc encodes
+    _IO() with _IOC_NONE = 1 in the direction bits (0x20003b64 for
+    VFIO_GET_API_VERSION), so an agent that passes layouts.h's numbers straight
+    to ioctl() gets EINVAL for every VFIO ioctl there. Until agent.c encodes
+    them with its target's _IO(), a copy with that one-line fix is built."""
+    src = (common.AGENT_DIR / "agent.c").read_text()
+    if AGENT_IOCTL_CALL not in src:
+        return common.build_agent(cc=CROSS + "gcc")
+    files = {p.name: p.read_bytes() for p in common.AGENT_DIR.iterdir()
+             if p.suffix in (".c", ".h") or p.name == "Makefile"}
+    files["agent.c"] = src.replace(AGENT_IOCTL_CALL, AGENT_IOCTL_FIX).encode()
+    h = hashlib.sha256(CROSS.encode())
+    for n in sorted(files):
+        h.update(n.encode() + b"\0" + files[n])
+    out = CACHE / "agent" / f"vfiospec-agent-ppc64le-iofix-{h.hexdigest()[:12]}"
+    if out.exists():
+        return out
+    log("agent.c passes x86 ioctl numbers to ioctl(); building a ppc64le copy that encodes them with _IO()")
+    with tempfile.TemporaryDirectory() as d:
+        for n, b in files.items():
+            (Path(d) / n).write_bytes(b)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["make", "-s", "-C", d, f"CC={CROSS}gcc", f"OUT={out}"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"ppc64le agent build failed:\n{r.stdout}{r.stderr}")
+    return out
 
 
 INIT = r"""#!/bin/sh
@@ -171,12 +369,14 @@ QEMU = "qemu-system-ppc64"
 MACHINE = "pseries,cap-cfpc=broken,cap-sbbc=broken,cap-ibs=broken,cap-ccf-assist=off,x-vof=on"
 
 
-def qemu_argv(vmlinux: Path, initrd: Path, sock: Path, ctl: Path, memory: str = "1G") -> list[str]:
-    """QEMU pseries under TCG; hvc0 (console) on stdout, hvc1 (agent) and hvc2
+def qemu_argv(vmlinux: Path, initrd: Path, sock: Path, ctl: Path, console: Path,
+              memory: str = "1G") -> list[str]:
+    """QEMU pseries under TCG; hvc0 (console) to a file, hvc1 (agent) and hvc2
     (control: a line there ends the agent) on unix sockets. -nodefaults keeps the edu device alone on the PHB: every device on
     one PHB shares one IOMMU group."""
     return [QEMU, "-M", MACHINE, "-cpu", "POWER9", "-accel", "tcg", "-smp", "1", "-m", memory,
-            "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
+            "-nodefaults", "-display", "none", "-no-reboot",
+            "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
             "-kernel", str(vmlinux), "-initrd", str(initrd),
             "-append", "console=hvc0 panic=-1",
             "-chardev", f"socket,id=agent,path={sock},server=on,wait=off",
@@ -186,7 +386,12 @@ def qemu_argv(vmlinux: Path, initrd: Path, sock: Path, ctl: Path, memory: str = 
             "-device", "edu"]
 
 
-WARN_RE = re.compile(r"(WARNING:.*|BUG:.*|Oops.*|Kernel panic.*|------------\[ cut here \].*)")
+# WARN splats: "WARNING: CPU: 0 PID: 40 at FILE:LINE func" (6.12) and
+# "WARNING: FILE:LINE at func, CPU#0: comm/pid" (newer kernels, 7.2)
+WARN_RE = re.compile(r"(WARNING: CPU: \d+ PID: \d+ at .*|WARNING: \S+\.[ch]:\d+ at .*"
+                     r"|BUG: .*|Oops: .*|Kernel panic - .*)")
+WARN_LOC_RE = re.compile(r"(\S+\.[ch]:\d+)")
+GUEST_MARK = "vfiospec-guest: dev0="
 
 
 class Guest:
@@ -194,14 +399,14 @@ class Guest:
 
     def __init__(self, pagesize: str, series: str = DEFAULT_SOURCE, workdir: Path | None = None):
         self.pagesize = pagesize
-        vmlinux = cached_kernel(pagesize, series) or build_kernel(pagesize, series)
+        vmlinux = kernel_image(pagesize, series)
         initrd = build_initramfs()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="vfiospec-pseries-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.console_log = self.workdir / "console.log"
+        self.console_log = self.workdir / "hvc0.log"
         self.ctl = self.workdir / "ctl.sock"
-        self.bridge = Bridge(qemu_argv(vmlinux, initrd, self.workdir / "agent.sock", self.ctl),
-                             self.workdir / "agent.sock", self.console_log)
+        self.bridge = Bridge(qemu_argv(vmlinux, initrd, self.workdir / "agent.sock", self.ctl, self.console_log),
+                             self.workdir / "agent.sock", self.workdir / "qemu.log")
         self.boot_seconds: float | None = None
 
     def start(self) -> "Guest":
@@ -241,13 +446,12 @@ class Guest:
 
 
 def warnings_in(console: str) -> list[str]:
-    """Kernel WARNING/BUG/Oops lines of a console log (printk timestamps stripped)."""
-    out = []
-    for line in console.splitlines():
-        m = WARN_RE.search(line)
-        if m and "cut here" not in m.group(1):
-            out.append(m.group(1).strip())
-    return out
+    """Kernel WARNING/BUG/Oops/panic lines of a console log printed after /init
+    started the agent (boot-time messages are not the trace's doing)."""
+    i = console.find(GUEST_MARK)
+    if i >= 0:
+        console = console[i:]
+    return [m.group(1).strip() for m in map(WARN_RE.search, console.splitlines()) if m]
 
 
 # --------------------------------------------------------------------- protocol
@@ -258,7 +462,7 @@ def guest_platform(pagesize: str, series: str = DEFAULT_SOURCE) -> dict:
     return {"kernel": series,
             "iommu": {"kind": "spapr", "dma32_window": [0, "0x40000000"],
                       "pgsizes": [4096, 65536, 2097152, 16777216],
-                      "max_windows": 2, "levels": 1, "ddw": True},
+                      "max_windows": 2, "levels": 1, "ddw": True, "eeh": False},
             "vfio_container": "vfio",
             "groups": {"g0": {"devices": {"dev0": "vfio-pci"}}},
             "process": {"page_size": 4096 if pagesize == "4k" else 65536}}
@@ -274,28 +478,52 @@ class Lane:
     `kernel_warnings` (an extension the harness ignores)."""
 
     def __init__(self, pagesize: str, series: str = DEFAULT_SOURCE, fresh: bool = True,
-                 workdir: Path | None = None):
-        self.pagesize, self.series, self.fresh = pagesize, series, fresh
+                 workdir: Path | None = None, preboot: bool = True):
+        self.pagesize, self.series, self.fresh, self.preboot = pagesize, series, fresh, preboot
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="vfiospec-pseries-"))
         self.guest: Guest | None = None
         self.hello_answer: dict | None = None
         self.boots: list[float] = []
         self.n = 0
+        self._thread: threading.Thread | None = None
+        self._pending = None
+        self.crash_warnings: list[str] = []
         common.ensure_packages(RUN_PACKAGES)
 
-    def _boot(self) -> None:
+    def _start_guest(self) -> Guest:
         self.n += 1
         g = Guest(self.pagesize, self.series, self.workdir / f"boot{self.n}")
         g.start()
         self.boots.append(g.boot_seconds or 0.0)
+        return g
+
+    def _preboot(self) -> None:
+        """Boot the next trace's guest in the background (fresh mode), so that
+        `begin` does not wait a whole boot."""
+        def run():
+            try:
+                self._pending = self._start_guest()
+            except Exception as e:  # reported by the begin that needs it
+                self._pending = e
+        self._pending = None
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def _boot(self) -> None:
+        g = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread, g = None, self._pending
+            if isinstance(g, Exception):
+                raise g
+        g = g or self._start_guest()
         ans = g.request({"type": "hello", "protocol": 1})
         if ans.get("type") != "hello":
             g.stop()
             raise RuntimeError(f"guest agent answered hello with {ans}")
         ans["platform"] = guest_platform(self.pagesize, self.series)
         ans["target"] = f"{ans.get('target', 'agent')} in pseries guest " \
-                        f"(linux-source-{self.series} {common.deb_version('linux-source-' + self.series)}, " \
-                        f"{self.pagesize} pages, QEMU TCG)"
+                        f"({kernel_label(self.pagesize, self.series)}, {self.pagesize} pages, QEMU TCG)"
         self.hello_answer = ans
         self.guest = g
 
@@ -305,9 +533,11 @@ class Lane:
         return self.hello_answer
 
     def begin(self, msg: dict) -> dict:
+        why = platform_mismatch(msg.get("platform") or {}, self.pagesize)
+        if why:
+            return {"unsupported": why}
         if self.guest is None:
             self._boot()
-        self.dirty = True
         return self.guest.request(msg)
 
     def step(self, msg: dict, timeout: float = 120) -> dict:
@@ -316,19 +546,31 @@ class Lane:
         try:
             return self.guest.request(msg, timeout=timeout)
         except (TimeoutError, EOFError, OSError) as e:
-            tail = self.guest.bridge.tail(30)
+            # the agent died (an oops kills it): /init powers off after it, so
+            # wait for that and keep the kernel's exit-time warnings too
+            proc = self.guest.bridge.proc
+            deadline = time.time() + 30
+            while isinstance(e, EOFError) and proc is not None and proc.poll() is None \
+                    and time.time() < deadline:
+                time.sleep(0.1)
             self.guest.stop()
+            console = self.guest.console()
+            tail = "\n".join(console.splitlines()[-30:])
+            self.crash_warnings = warnings_in(console)
             self.guest = None
             return {"error": f"guest agent: {e}; console tail:\n{tail}"}
 
     def end(self, msg: dict) -> dict:
-        if self.guest is None:
-            return {"ok": True}
+        if self.guest is None:  # the guest died during the trace: report what the kernel said
+            w, self.crash_warnings = self.crash_warnings, []
+            return {"ok": True, "kernel_warnings": w}
         ans = self.step(msg)
         if self.fresh and self.guest is not None:
             ans["kernel_warnings"] = self.guest.finish()
             self.last_console = self.guest.console()
             self.guest = None
+            if self.preboot:
+                self._preboot()
         return ans
 
     def handle(self, msg: dict) -> dict:
@@ -342,6 +584,11 @@ class Lane:
         return self.step(msg)
 
     def close(self) -> list[str]:
+        if self._thread is not None:
+            self._thread.join()
+            if isinstance(self._pending, Guest):
+                self._pending.stop()
+            self._thread = self._pending = None
         if self.guest is not None:
             w = self.guest.finish()
             self.last_console = self.guest.console()
@@ -465,6 +712,9 @@ def run_traces(paths: list[str], pagesize: str, series: str = DEFAULT_SOURCE,
     from vfiospec.conformance.replay import load_all, summary_lines
     from vfiospec.conformance.runner import run_trace
     traces = load_all(paths)
+    for t in traces:
+        # the guest *is* its kernel: conditional expectations are chosen for it
+        t.platform = dict(t.platform or {}, kernel=series)
     t0 = time.time()
     target = make_target(pagesize, series, fresh)
     results, raw = [], []
@@ -481,8 +731,8 @@ def run_traces(paths: list[str], pagesize: str, series: str = DEFAULT_SOURCE,
     finally:
         target.shutdown()
     doc = {"target": target.name, "hello": target.lane.hello_answer, "pagesize": pagesize,
-           "source": f"linux-source-{series} {common.deb_version('linux-source-' + series)}",
-           "kernel_key": kernel(pagesize, series).key(),
+           "source": kernel_label(pagesize, series),
+           "kernel": str(kernel_image(pagesize, series, build=False)),
            "boot_seconds": [round(b, 2) for b in target.lane.boots],
            "seconds": round(time.time() - t0, 1), "traces": raw}
     if out:
@@ -492,6 +742,82 @@ def run_traces(paths: list[str], pagesize: str, series: str = DEFAULT_SOURCE,
         print(line)
     doc["ok"] = all(r.verdict == "PASS" for r in results)
     return doc
+
+
+# --------------------------------------------------------------------- reports
+
+def _obs_text(o: dict) -> str:
+    if o.get("unsupported") is not None:
+        return "UNSUPPORTED"
+    if o.get("error") is not None:
+        return "ERROR"
+    if o.get("errno"):
+        return o["errno"]
+    return f"ret {o.get('ret')}"
+
+
+def write_reports(raw_docs: list[dict], raw_out: Path, md_out: Path, title: str,
+                  notes: str = "") -> None:
+    """Combine per-page-size raw run documents into one raw JSON and a short
+    Markdown summary (verdict and errno per step, page sizes side by side)."""
+    by_ps = {d["pagesize"]: d for d in raw_docs}
+    raw_out.parent.mkdir(parents=True, exist_ok=True)
+    raw_out.write_text(json.dumps({"vfiospec_spapr_raw": 1, "runs": by_ps}, indent=1) + "\n")
+    pss = [p for p in PAGESIZES if p in by_ps]
+    lines = [f"# {title}", ""]
+    for ps in pss:
+        d = by_ps[ps]
+        kmeta = {}
+        try:
+            kmeta = json.loads((Path(d["kernel"]).parent / "meta.json").read_text())
+        except (OSError, ValueError, TypeError):
+            pass
+        ran = [t for t in d["traces"] if t["verdict"] != "UNSUPPORTED"]
+        per = [t["seconds"] for t in ran]
+        lines.append(f"- **{ps} pages**: {d['source']}, release {kmeta.get('release', '?')}; "
+                     f"cold build {kmeta.get('build_seconds', '?')} s; "
+                     f"boots {min(d['boot_seconds']) if d['boot_seconds'] else '?'}–"
+                     f"{max(d['boot_seconds']) if d['boot_seconds'] else '?'} s to agent ready; "
+                     f"{len(ran)} traces in {d['seconds']} s "
+                     f"({(sum(per) / len(per)) if per else 0:.1f} s per trace, fresh guest each).")
+    if notes:
+        lines += ["", notes.strip()]
+    lines += ["", "## Traces", "", "| trace | " + " | ".join(pss) + " | kernel warnings |",
+              "|---|" + "---|" * len(pss) + "---|"]
+    names = sorted({t["name"] for d in raw_docs for t in d["traces"]})
+    for n in names:
+        cells, warns = [], set()
+        for ps in pss:
+            t = next((t for t in by_ps[ps]["traces"] if t["name"] == n), None)
+            cells.append("-" if t is None else f"{t['verdict']} ({t['seconds']:.1f} s)")
+            if t:
+                warns.update(m.group(1) for m in map(WARN_LOC_RE.search, t.get("kernel_warnings", [])) if m)
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {'; '.join(sorted(warns)) or '-'} |")
+    lines += ["", "## Every step", "",
+              "Observed result per page size (`ret N` or the errno name); `!` marks a step "
+              "that did not match its expectation.", ""]
+    for n in names:
+        ts = {ps: next((t for t in by_ps[ps]["traces"] if t["name"] == n), None) for ps in pss}
+        ref = next(t for t in ts.values() if t is not None and t["verdict"] != "UNSUPPORTED") \
+            if any(t and t["verdict"] != "UNSUPPORTED" for t in ts.values()) else None
+        if ref is None:
+            continue
+        lines += [f"### {n}", "", "| # | call | expected | " + " | ".join(pss) + " |",
+                  "|---|---|---|" + "---|" * len(pss)]
+        for i, st in enumerate(ref["steps"]):
+            cells = []
+            for ps in pss:
+                t = ts[ps]
+                if t is None or t["verdict"] == "UNSUPPORTED" or i >= len(t["steps"]):
+                    cells.append("-")
+                    continue
+                s2 = t["steps"][i]
+                mark = "" if s2["verdict"] == "PASS" else " !"
+                cells.append(_obs_text(s2["observed"]) + mark)
+            call = st["call"].replace("|", "\\|")
+            lines.append(f"| {i} | `{call}` | {st['expected']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    md_out.write_text("\n".join(lines) + "\n")
 
 
 # --------------------------------------------------------------------- CLI
@@ -515,13 +841,18 @@ def lane_main(argv: list[str] | None = None) -> int:
     r.add_argument("--raw", metavar="FILE", help="write raw JSON results here (per page size: {pagesize} in the name)")
     r.add_argument("--reuse", action="store_true")
     r.add_argument("-q", "--quiet", action="store_true")
+    rp = sub.add_parser("report", help="combine raw run files into reports/spapr-<series>-raw.json and .md")
+    rp.add_argument("raws", nargs="+", help="raw files written by `run --raw`")
+    rp.add_argument("--series", default=DEFAULT_SOURCE)
+    rp.add_argument("--out-dir", default=str(REPO / "reports"))
+    rp.add_argument("--notes", help="Markdown inserted after the summary (the findings)")
     st = sub.add_parser("status", help="which kernels are cached")
     st.add_argument("--series", default=DEFAULT_SOURCE)
     a = ap.parse_args(argv)
     if a.cmd == "build":
         for ps in (PAGESIZES if a.pagesize == "all" else (a.pagesize,)):
             t = time.time()
-            p = build_kernel(ps, a.series)
+            p = kernel_image(ps, a.series)
             print(f"{ps}: {p} ({time.time() - t:.1f} s)")
         common.ensure_packages(RUN_PACKAGES)
         print(f"initramfs: {build_initramfs()}")
@@ -535,9 +866,17 @@ def lane_main(argv: list[str] | None = None) -> int:
             print(f"== pseries {a.series} {ps} pages")
             ok &= run_traces(a.paths, ps, a.series, fresh=not a.reuse, out=out, quiet=a.quiet)["ok"]
         return 0 if ok else 1
+    if a.cmd == "report":
+        docs = [json.loads(Path(p).read_text()) for p in a.raws]
+        od = Path(a.out_dir)
+        write_reports(docs, od / f"spapr-{a.series}-raw.json", od / f"spapr-{a.series}.md",
+                      f"sPAPR TCE backend on a real kernel: linux-source-{a.series} in a QEMU pseries guest",
+                      Path(a.notes).read_text() if a.notes else "")
+        print(od / f"spapr-{a.series}.md")
+        return 0
     if a.cmd == "status":
         for ps in PAGESIZES:
-            p = cached_kernel(ps, a.series)
+            p = kernel_image(ps, a.series, build=False)
             print(f"{ps}: {p or 'not built'}")
         return 0
     ap.print_help()

@@ -1,0 +1,126 @@
+"""The pseries lane's host-side pieces that need no guest: kernel fragments,
+cache keys, QEMU argv, platform matching, console parsing, and the shipped
+sPAPR kernel-run traces (they must load and normalise)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vfiospec.lane import pseries
+from vfiospec.lane.common import fragment_settings
+
+REPO = Path(__file__).resolve().parent.parent
+TRACES = REPO / "conformance" / "traces" / "spapr-kernel"
+
+
+def test_fragments_select_page_size_and_spapr_backend():
+    four = fragment_settings(pseries.fragments("4k"))
+    sixty = fragment_settings(pseries.fragments("64k"))
+    for s in (four, sixty):
+        for opt in ("CONFIG_PPC_PSERIES", "CONFIG_VFIO_IOMMU_SPAPR_TCE", "CONFIG_SPAPR_TCE_IOMMU",
+                    "CONFIG_VFIO_PCI", "CONFIG_VFIO_CONTAINER", "CONFIG_PPC_OF_BOOT_TRAMPOLINE",
+                    "CONFIG_HVC_CONSOLE", "CONFIG_EEH"):
+            assert s[opt] == "y", opt
+        assert s.get("CONFIG_MODULES", "n") == "n"
+    assert four["CONFIG_PPC_4K_PAGES"] == "y" and four["CONFIG_PPC_64K_PAGES"] == "n"
+    assert sixty["CONFIG_PPC_64K_PAGES"] == "y" and sixty["CONFIG_PPC_4K_PAGES"] == "n"
+    assert sixty["CONFIG_FRAME_WARN"] == "2048"
+    with pytest.raises(ValueError):
+        pseries.fragments("16k")
+
+
+def test_kernel_builds_differ_by_page_size():
+    a, b = pseries.kernel("4k"), pseries.kernel("64k")
+    assert a.arch == b.arch == "powerpc" and a.cross_compile == pseries.CROSS
+    assert a.key() != b.key()
+    assert a.key() == pseries.kernel("4k").key()
+
+
+def test_qemu_argv_keeps_edu_alone_and_uses_vof():
+    argv = pseries.qemu_argv(Path("/k"), Path("/i"), Path("/s"), Path("/c"), Path("/log"))
+    assert argv[0] == "qemu-system-ppc64"
+    assert "-nodefaults" in argv
+    m = argv[argv.index("-M") + 1]
+    assert m.startswith("pseries,") and "x-vof=on" in m
+    assert argv.count("-device") == 3 and "edu" in argv
+    assert "spapr-vty,chardev=agent" in argv and "spapr-vty,chardev=ctl" in argv
+
+
+def test_platform_mismatch():
+    spapr = {"iommu": {"kind": "spapr"}}
+    assert pseries.platform_mismatch(spapr, "4k") is None
+    assert pseries.platform_mismatch(spapr, "64k") is None
+    assert "sPAPR" in pseries.platform_mismatch({}, "4k")
+    assert "sPAPR" in pseries.platform_mismatch({"iommu": {"kind": "vtd"}}, "4k")
+    p64 = {"iommu": {"kind": "spapr"}, "process": {"page_size": 65536}}
+    assert pseries.platform_mismatch(p64, "64k") is None
+    assert "65536" in pseries.platform_mismatch(p64, "4k")
+
+
+def test_guest_platform_matches_page_size():
+    assert pseries.guest_platform("4k")["process"]["page_size"] == 4096
+    assert pseries.guest_platform("64k")["process"]["page_size"] == 65536
+    assert pseries.guest_platform("4k")["iommu"]["kind"] == "spapr"
+
+
+def test_warnings_in_console():
+    console = ("[    0.9] nvram: WARNING: nvram corruption detected: 0-length partition\n"
+               "[    1.0] WARNING: CPU: 0 PID: 1 at arch/powerpc/kernel/boot.c:1 early+0x0/0x8\n"
+               "vfiospec-guest: dev0=0000:00:00.0 g0=0 driver=vfio-pci kernel=6.12.117\n"
+               "[    2.5] ------------[ cut here ]------------\n"
+               "[    2.5] WARNING: CPU: 0 PID: 42 at arch/powerpc/mm/book3s64/mmu_context.c:276 "
+               "destroy_context+0x5c/0x80\n"
+               "[    2.6] ---[ end trace 0000000000000000 ]---\n")
+    w = pseries.warnings_in(console)
+    assert w == ["WARNING: CPU: 0 PID: 42 at arch/powerpc/mm/book3s64/mmu_context.c:276 "
+                 "destroy_context+0x5c/0x80"]
+    assert pseries.warnings_in("all fine\n") == []
+    newer = ("vfiospec-guest: dev0=x\n[ 9.0] WARNING: arch/powerpc/mm/book3s64/mmu_context.c:274 "
+             "at 0xc000000000039f38, CPU#0: vfiospec-agent/39\n")
+    assert pseries.warnings_in(newer) == ["WARNING: arch/powerpc/mm/book3s64/mmu_context.c:274 "
+                                          "at 0xc000000000039f38, CPU#0: vfiospec-agent/39"]
+    assert pseries.warnings_in("[ 0.1] nvram: WARNING: nvram corruption detected\n") == []
+
+
+def test_kernel_run_traces_load_and_normalise():
+    from vfiospec.conformance import steps
+    from vfiospec.conformance.replay import load_all
+    traces = load_all([TRACES])
+    assert len(traces) >= 10
+    for t in traces:
+        assert t.source == "kernel-run", t.name
+        assert t.platform["iommu"]["kind"] == "spapr"
+        saved = {}
+        for s in t.steps:
+            for _, name in s.get("save", {}).items():
+                saved[name] = 0x800000000000000
+            steps.normalize(s, saved)
+
+
+def test_page_size_dependent_traces_name_their_page_size():
+    """A trace whose result depends on the kernel's page size says so in
+    process.page_size, so the lane runs it only on the matching kernel."""
+    for p in TRACES.glob("*.json"):
+        doc = json.loads(p.read_text())
+        if "-4k" in doc["name"] or "-64k" in doc["name"]:
+            want = 4096 if doc["name"].endswith("-4k") else 65536
+            assert doc["platform"]["process"]["page_size"] == want, doc["name"]
+
+
+def test_write_reports_side_by_side(tmp_path):
+    def doc(ps, errno):
+        step = {"index": 0, "call": "ioctl(container, VFIO_IOMMU_MAP_DMA, {})", "verdict": "PASS",
+                "expected": "ok", "observed": {"ret": -1 if errno else 0, "errno": errno}}
+        return {"pagesize": ps, "source": "linux-source-6.12 x", "kernel": str(tmp_path / "none"),
+                "boot_seconds": [2.0, 3.0], "seconds": 9.0,
+                "traces": [{"name": "t1", "verdict": "PASS", "seconds": 4.5, "steps": [step],
+                            "kernel_warnings": ["WARNING: CPU: 0 PID: 1 at a.c:1 f"] if errno else []}]}
+    raw, md = tmp_path / "r.json", tmp_path / "r.md"
+    pseries.write_reports([doc("4k", "EINVAL"), doc("64k", None)], raw, md, "T", notes="## Notes\nx")
+    text = md.read_text()
+    assert "| t1 | PASS (4.5 s) | PASS (4.5 s) | a.c:1 |" in text
+    assert "| EINVAL | ret 0 |" in text and "## Notes" in text
+    assert set(json.loads(raw.read_text())["runs"]) == {"4k", "64k"}
