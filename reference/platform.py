@@ -42,6 +42,11 @@ class Iommu:
     # x86: interrupt remapping (intremap=on); without it SET_IOMMU / bind give EPERM
     intremap: bool = True
     dirty_tracking: bool = False
+    # the IOMMU enforces cache coherency (iommu_capable IOMMU_CAP_CACHE_COHERENCY /
+    # enforce_cache_coherency): QEMU's VT-d has no snoop control, so it does not
+    coherent: bool = True
+    # nested translation (IOMMU_HWPT_ALLOC_NEST_PARENT): QEMU's VT-d has none
+    nesting: bool = True
 
 
 @dataclass
@@ -51,6 +56,16 @@ class Device:
     driver: str | None          # vfio-pci, another driver, or None
     cdev: str | None = None     # vfioN
     mdev_type: str | None = None
+    # a function-level/slot/bus reset the kernel can use (pci_dev reset_fn; vfio_pci_core's
+    # vdev->reset_works): QEMU's edu device has none
+    reset: bool = True
+    # the PCI function as vfio-pci sees it (defaults: QEMU's edu device): BAR0-5 sizes (memory
+    # BARs; 0 = absent), MSI vectors, MSI-X table size, an INTx pin, PCI Express
+    bars: list[int] = field(default_factory=lambda: [1 << 20, 0, 0, 0, 0, 0])
+    msi: int = 1
+    msix: int = 0
+    intx: bool = True
+    pcie: bool = False
 
     @property
     def vfio(self) -> bool:
@@ -97,7 +112,10 @@ class Platform:
 
 _TOP = {"kernel", "iommu", "vfio_container", "groups", "mdev_parents", "process", "params"}
 _IOMMU_KEYS = {"kind", "pgsizes", "aperture", "reserved", "dma32_window", "max_windows", "levels", "ddw",
-               "eeh", "intremap", "dirty_tracking"}
+               "eeh", "intremap", "dirty_tracking", "coherent", "nesting"}
+
+
+_DEVICE_KEYS = {"driver", "reset", "bars", "msi", "msix", "intx", "pcie"}
 
 
 def _pair(v, where):
@@ -142,7 +160,7 @@ def parse_platform(obj: dict | None) -> Platform:
     for k in ("max_windows", "levels"):
         if k in io:
             setattr(iommu, k, parse_int(io[k], f"iommu.{k}"))
-    for k in ("ddw", "eeh", "intremap", "dirty_tracking"):
+    for k in ("ddw", "eeh", "intremap", "dirty_tracking", "coherent", "nesting"):
         if k in io:
             if not isinstance(io[k], bool):
                 raise PlatformError(f"iommu.{k}", "expected true or false")
@@ -171,9 +189,30 @@ def parse_platform(obj: dict | None) -> Platform:
         for d, drv in g.get("devices", {}).items():
             if d in p.devices:
                 raise PlatformError(f"groups.{gname}.devices.{d}", "device named in two groups")
+            reset = True
+            if isinstance(drv, dict):
+                extra = set(drv) - _DEVICE_KEYS
+                if extra:
+                    raise PlatformError(f"groups.{gname}.devices.{d}", f"unknown keys {sorted(extra)}; "
+                                        f"expected {sorted(_DEVICE_KEYS)}")
+                for k in ("reset", "intx", "pcie"):
+                    if k in drv and not isinstance(drv[k], bool):
+                        raise PlatformError(f"groups.{gname}.devices.{d}.{k}", "expected true or false")
+                pci = {k: drv[k] for k in ("reset", "intx", "pcie") if k in drv}
+                for k in ("msi", "msix"):
+                    if k in drv:
+                        pci[k] = parse_int(drv[k], f"groups.{gname}.devices.{d}.{k}")
+                if "bars" in drv:
+                    bars = [parse_int(x, f"groups.{gname}.devices.{d}.bars") for x in drv["bars"]]
+                    if len(bars) > 6:
+                        raise PlatformError(f"groups.{gname}.devices.{d}.bars", "at most 6 BARs")
+                    pci["bars"] = bars + [0] * (6 - len(bars))
+                reset = pci.pop("reset", True)
+                drv = drv.get("driver")
             if drv is not None and not isinstance(drv, str):
-                raise PlatformError(f"groups.{gname}.devices.{d}", "expected a driver name or null")
-            dev = Device(d, gname, drv)
+                raise PlatformError(f"groups.{gname}.devices.{d}",
+                                    "expected a driver name, null or {\"driver\": ..., \"reset\": bool}")
+            dev = Device(d, gname, drv, reset=reset, **(pci if isinstance(g["devices"][d], dict) else {}))
             if dev.vfio:
                 dev.cdev = f"vfio{cdev}"
                 cdev += 1

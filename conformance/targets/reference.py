@@ -109,6 +109,10 @@ class ReferenceSession(Session):
             r = k.ioctl(fd if fd.__class__ is int else self.resolve_fd(fd), cmd, arg)
             if r.errno is None and "as" in step:
                 self.fds[step["as"]] = r.ret
+            if kind == "struct" and r.errno is None and isinstance(r.out, dict) and "caps" not in r.out \
+                    and "cap_offset" in io.struct.by_name:
+                # trace format: a struct with a capability chain always has "caps" ([] when none)
+                r.out = {**r.out, "caps": []}
         elif call == "open":
             r = k.open(self.resolve_str(step["path"]), step.get("flags"))
             if r.errno is None:

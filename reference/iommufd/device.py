@@ -235,8 +235,13 @@ def iommufd_device_detach(idev: IommufdDevice) -> None:
 # ------------------------------------------------------------------ GET_HW_INFO
 def iommufd_get_hw_info(ictx, cmd) -> Result:
     """iommufd_get_hw_info: the VT-d register info (24 bytes) truncated or zero-padded
-    to data_len; data_len returns the kernel's full length."""
-    if cmd["flags"] or cmd["__reserved"]:
+    to data_len; data_len returns the kernel's full length.  From 6.12 (read in
+    linux-source 6.12.117) the low byte of the u32 after out_data_type is the output
+    out_max_pasid_log2 and only `__u8 __reserved[3]` is checked."""
+    reserved = cmd["__reserved"]
+    if ictx.k.at_least(6, 12):
+        reserved &= ~0xFF
+    if cmd["flags"] or reserved:
         raise Errno("EOPNOTSUPP", "IOMMU-GET-HW-INFO-FLAGS")
     get_device(ictx, cmd["dev_id"])
     caps = 0
@@ -245,7 +250,9 @@ def iommufd_get_hw_info(ictx, cmd) -> Result:
     ictx.k.cover("IOMMU-GET-HW-INFO")
     return Result(0, out={"data_len": VTD_HW_INFO_LEN,
                           "out_data_type": uapi.CONSTANTS["IOMMU_HW_INFO_TYPE_INTEL_VTD"],
-                          "out_capabilities": caps})
+                          "out_capabilities": caps,
+                          # 6.12+: out_max_pasid_log2 = 0 (no PASID on the platform's devices)
+                          **({"__reserved": cmd["__reserved"] & ~0xFF} if ictx.k.at_least(6, 12) else {})})
 
 
 # ------------------------------------------------------------------ accesses

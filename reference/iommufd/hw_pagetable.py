@@ -59,6 +59,9 @@ def hwpt_paging_alloc(ictx, ioas, idev, flags: int) -> HwptPaging:
         raise Errno("EOPNOTSUPP", "HWPT-ALLOC-FLAGS")
     if (flags & DIRTY_TRACKING) and not k.platform.iommu.dirty_tracking:
         raise Errno("EOPNOTSUPP", "HWPT-ALLOC-DIRTY-UNSUPPORTED")
+    if (flags & NEST_PARENT) and not k.platform.iommu.nesting:
+        # intel_iommu_domain_alloc_user: nested_parent && !nested_supported(iommu)
+        raise Errno("EOPNOTSUPP", "HWPT-ALLOC-NEST-PARENT-UNSUPPORTED")
     hwpt = ictx.object_alloc(HwptPaging(ictx, ioas, flags))
     ioas.users += 1
     try:
@@ -87,7 +90,11 @@ def iommufd_hwpt_alloc(ictx, cmd) -> Result:
     if (dt == C["IOMMU_HWPT_DATA_NONE"] and dl) or (dt != C["IOMMU_HWPT_DATA_NONE"] and not dl):
         raise Errno("EINVAL", "HWPT-ALLOC-DATA")
     idev = get_device(ictx, cmd["dev_id"])
-    pt = ictx.get_object(cmd["pt_id"])
+    try:
+        pt = ictx.get_object(cmd["pt_id"])
+    except Errno:
+        # iommufd_hwpt_alloc: IS_ERR(pt_obj) -> rc = -EINVAL (not the lookup's ENOENT)
+        raise Errno("EINVAL", "HWPT-ALLOC-PT-TYPE") from None
     if pt.type == "ioas":
         if dt != C["IOMMU_HWPT_DATA_NONE"]:
             raise Errno("EOPNOTSUPP", "HWPT-ALLOC-DATA")

@@ -4,7 +4,8 @@ API that vfio's group path calls (drivers/iommu/iommufd/vfio_compat.c).
 Where this differs from native type1 (the [GAP] entries of kernel-semantics.md §6):
 CHECK_EXTENSION(DMA_CC_IOMMU) without a compat IOAS fails ENODEV; UPDATE_VADDR and
 TYPE1_NESTING are 0; SET_IOMMU of another type is EINVAL, without a group ENODEV,
-and may be repeated; MAP without READ or WRITE is accepted; MAP/UNMAP flags other
+and may be repeated; MAP without READ or WRITE is accepted while the compat IOAS
+has no domain (with a VT-d domain intel_iommu_map refuses it: EINVAL); MAP/UNMAP flags other
 than READ|WRITE / UNMAP_ALL are EINVAL (no VADDR, no dirty bitmap); a v2 bisecting
 UNMAP is ENOENT; an UNMAP of an empty range is ENOENT up to the fix of Nov 2025
 (upstream afb47765f923, v6.18, backported to 6.6.y/6.12.y/6.17.y) and succeeds with
@@ -99,8 +100,13 @@ def _map_dma(ictx, arg) -> Result:
     if arg["flags"] & C["VFIO_DMA_MAP_FLAG_WRITE"]:
         prot |= IOMMU_WRITE
     ioas = _get_compat_ioas(ictx)
-    map_user_pages(ictx, ioas, arg["iova"], arg["vaddr"], arg["size"], prot)
+    iova = map_user_pages(ictx, ioas, arg["iova"], arg["vaddr"], arg["size"], prot)
     if not prot & (IOMMU_READ | IOMMU_WRITE):
+        if ioas.iopt.domains and ictx.k.platform.iommu.kind == "vtd":
+            # iopt_fill_domains_pages -> iommu_map -> intel_iommu_map -> __domain_mapping:
+            # "(prot & (DMA_PTE_READ|DMA_PTE_WRITE)) == 0" is EINVAL; the area is undone
+            ioas.iopt.unmap_iova_range(iova, iova + arg["size"] - 1)
+            raise Errno("EINVAL", "COMPAT-MAP-NO-PROT-VTD")
         ictx.k.cover("COMPAT-MAP-NO-PROT-ACCEPTED")
     ictx.k.cover("COMPAT-MAP")
     return Result(0)
@@ -168,17 +174,18 @@ def _get_info(ictx, arg) -> Result:
         raise Errno("EINVAL", "COMPAT-GET-INFO-ARGSZ")
     ioas = _get_compat_ioas(ictx)
     holes = ioas.iopt.iova_holes()
-    dma_avail = {"id": C["VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL"], "version": 1, "avail": U32_MAX}
-    iova_cap = {"id": C["VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE"], "version": 1, "nr_iovas": len(holes),
+    dma_avail = {"id": "VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL", "version": 1, "avail": U32_MAX}
+    iova_cap = {"id": "VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE", "version": 1, "nr_iovas": len(holes),
                 "iova_ranges": [{"start": s, "end": l} for s, l in holes]}
     sizes = [(12 + 7) // 8 * 8, 16 + 16 * len(holes)]
     total = st.size + sum(sizes)
     argsz = arg["argsz"]
     caps = []
     off = st.size
-    for cap, sz in zip((dma_avail, iova_cap), sizes):
+    for i, (cap, sz) in enumerate(zip((dma_avail, iova_cap), sizes)):
         if argsz >= off + sz:
-            caps.append(cap)
+            # a written cap's next is the following cap's offset (0 for the last one)
+            caps.append({**cap, "next": off + sz if i + 1 < len(sizes) else 0})
         off += sz
     out = {**arg, "flags": C["VFIO_IOMMU_INFO_PGSIZES"] | C["VFIO_IOMMU_INFO_CAPS"],
            "iova_pgsizes": _pagesizes(ioas, k), "cap_offset": st.size if argsz >= total else 0,
@@ -199,7 +206,10 @@ def _check_extension(ictx, ext: int) -> int:
     if ext == C["VFIO_DMA_CC_IOMMU"]:
         ioas = _get_compat_ioas(ictx, "COMPAT-CC-IOMMU-NO-IOAS")
         k.cover("COMPAT-CHECK-EXTENSION")
-        return int(all(h.enforce_cache_coherency for h in ioas.hwpt_list))
+        # iommufd_vfio_cc_iommu: 1 unless some HWPT of the IOAS does not enforce coherency;
+        # a paging HWPT enforces it only when the IOMMU can (IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
+        # the platform's iommu.coherent: QEMU's VT-d has no snoop control)
+        return int(all(h.enforce_cache_coherency and k.platform.iommu.coherent for h in ioas.hwpt_list))
     k.cover("COMPAT-CHECK-EXTENSION-ZERO")
     return 0
 

@@ -79,6 +79,10 @@ def create_store(kernel, m, data: str) -> int:
     guid_parse else EINVAL; mdev_device_create; returns the byte count."""
     from .mdev_core import mdev_device_create
     parent, tname = _type(kernel, m)
+    if not data:
+        # sysfs_kf_write: a zero-length write returns 0 without calling ->store
+        kernel.cover("SYSFS-WRITE-EMPTY")
+        return 0
     count = len(data.encode())
     if count < UUID_STRING_LEN or count > UUID_STRING_LEN + 1:
         raise Errno("EINVAL", "MDEV-CREATE-LENGTH")
@@ -123,6 +127,18 @@ def description_show(kernel, m) -> str:
     return d
 
 
+@dispatch.on_sysfs_read(r"(?:/sys/class/mdev_bus/([^/]+)|/sys/devices/virtual/mtty/(mtty))/mdev_supported_types/?")
+def supported_types_list(kernel, m) -> str:
+    """The parent's `mdev_supported_types` directory (mdev_type_add: one kobject per type),
+    read as the trace format reads a directory: its entries, sorted, one a line."""
+    from .mdev_core import mdev_parents
+    parent = mdev_parents(kernel).get(m.group(1) or m.group(2))
+    if parent is None:
+        raise Errno("ENOENT", "MDEV-SYSFS")
+    kernel.cover("MDEV-TYPE-DEVICES")
+    return "\n".join(sorted(parent.types))
+
+
 @dispatch.on_sysfs_read(_TYPE_DIR + r"/devices/?")
 def devices_list(kernel, m) -> str:
     """The `devices` directory: links to the mdevs of this type."""
@@ -165,6 +181,10 @@ def remove_store(kernel, m, data: str) -> int:
     the mdev (mdev_device_remove).  Returns the byte count."""
     from .mdev_core import mdev_device_remove
     md = _mdev(kernel, m)
+    if not data:
+        # sysfs_kf_write: a zero-length write returns 0 without calling ->store
+        kernel.cover("SYSFS-WRITE-EMPTY")
+        return 0
     try:
         val = kstrtoul(data)
     except ValueError:

@@ -67,6 +67,7 @@ DIRTY_BITMAP_SIZE_MAX = 1 << 28          # DIRTY_BITMAP_BYTES(INT_MAX)
 INFO_SIZE = uapi.vfio_iommu_type1_info.size          # 24
 CAP_MIGRATION_SIZE = 32                  # struct vfio_iommu_type1_info_cap_migration
 CAP_DMA_AVAIL_SIZE = 16                  # ALIGN(sizeof(vfio_iommu_type1_info_dma_avail) = 12, 8)
+CAP_DMA_AVAIL_SIZE_PRE_6_6 = 12          # before "vfio: align capability structures" (a881b496941f, v6.6)
 CAP_IOVA_RANGE_HDR = 16                  # header + nr_iovas + reserved
 IOVA_RANGE_SIZE = 16                     # struct vfio_iova_range {start, end}
 DIRTY_BITMAP_GET_SIZE = 40               # struct vfio_iommu_type1_dirty_bitmap_get
@@ -165,8 +166,12 @@ class Type1(IommuDriver):
             return int(iommu is not None and not iommu.emulated_groups)
         if arg == C["VFIO_DMA_CC_IOMMU"]:
             kernel.cover("TYPE1-CHECK-EXTENSION-DMA-CC")
-            # vfio_domains_have_enforce_cache_coherency: VT-d enforces coherency on every domain
-            return 0 if iommu is None else 1
+            # vfio_domains_have_enforce_cache_coherency: 1 when every domain enforces coherency
+            # (VT-d with snoop control: the platform's iommu.coherent, false on QEMU's VT-d);
+            # vacuously 1 with no domain (mdev-only container)
+            if iommu is None:
+                return 0
+            return 0 if iommu.domain_groups and not kernel.platform.iommu.coherent else 1
         kernel.cover("TYPE1-CHECK-EXTENSION")
         return 0
 
@@ -515,7 +520,7 @@ class Type1(IommuDriver):
                "pgsize_bitmap": _ffs_bit(self.pgsize_bitmap), "max_dirty_bitmap_size": DIRTY_BITMAP_SIZE_MAX}
         caps.append((mig, CAP_MIGRATION_SIZE))
         caps.append(({"id": "VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL", "version": 1, "avail": self.dma_avail},
-                     CAP_DMA_AVAIL_SIZE))
+                     CAP_DMA_AVAIL_SIZE if self.k.at_least(6, 6) else CAP_DMA_AVAIL_SIZE_PRE_6_6))
         if self.iova_list:
             caps.append(({"id": "VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE", "version": 1,
                           "nr_iovas": len(self.iova_list),

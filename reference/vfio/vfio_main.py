@@ -81,20 +81,89 @@ def _get_info(df: DeviceFile, arg) -> Result:
     if arg["argsz"] < st.minsz:
         raise Errno("EINVAL", "DEVICE-GET-INFO-ARGSZ")
     out = dict(arg)
-    out["flags"] = uapi.CONSTANTS["VFIO_DEVICE_FLAGS_PCI"] | uapi.CONSTANTS["VFIO_DEVICE_FLAGS_RESET"]
+    # VFIO_DEVICE_FLAGS_RESET only when vdev->reset_works (pci_dev has a reset method)
+    out["flags"] = uapi.CONSTANTS["VFIO_DEVICE_FLAGS_PCI"] | (
+        uapi.CONSTANTS["VFIO_DEVICE_FLAGS_RESET"] if _can_reset(df) else 0)
     out["num_regions"] = VFIO_PCI_NUM_REGIONS
     out["num_irqs"] = VFIO_PCI_NUM_IRQS
     df.k.cover("DEVICE-GET-INFO")
     return Result(0, out=out)
 
 
+def _can_reset(df: DeviceFile) -> bool:
+    """vdev->reset_works (vfio_pci_core_enable: !pci_reset_function probe): the platform's
+    device `reset` (QEMU's edu device has none)."""
+    d = df.k.platform.devices.get(df.device.logical)
+    return d is None or d.reset
+
+
 def _reset(df: DeviceFile, arg) -> Result:
+    """vfio_pci_ioctl_reset: without vdev->reset_works, EINVAL."""
+    if not _can_reset(df):
+        raise Errno("EINVAL", "DEVICE-RESET-UNSUPPORTED")
     df.k.cover("DEVICE-RESET")
     return Result(0)
 
 
+VFIO_PCI_ROM_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX = 6, 7, 8
+VFIO_PCI_OFFSET_SHIFT = 40
+REGION_READ, REGION_WRITE, REGION_MMAP = 1, 2, 4          # VFIO_REGION_INFO_FLAG_*
+IRQ_EVENTFD, IRQ_MASKABLE, IRQ_AUTOMASKED, IRQ_NORESIZE = 1, 2, 4, 8   # VFIO_IRQ_INFO_*
+
+
+def _pci(df: DeviceFile):
+    from vfiospec.reference.platform import Device
+    return df.k.platform.devices.get(df.device.logical) or Device(df.device.logical, "", df.device.driver)
+
+
+def _get_region_info(df: DeviceFile, arg) -> Result:
+    """vfio_pci_ioctl_get_region_info: argsz < offsetofend(offset) -> EINVAL; offset is
+    index << 40; config space READ|WRITE (256 bytes, 4096 on PCIe); a memory BAR
+    READ|WRITE|MMAP with its size (flags 0 when absent); the ROM (none here: size 0,
+    flags 0); VGA and any further index -> EINVAL (no VGA, no device-specific regions)."""
+    from vfiospec.reference import uapi
+    if arg["argsz"] < uapi.vfio_region_info.minsz:
+        raise Errno("EINVAL", "DEVICE-GET-REGION-INFO")
+    idx = arg["index"]
+    pci = _pci(df)
+    out = dict(arg)
+    out["cap_offset"] = 0
+    if idx == VFIO_PCI_CONFIG_REGION_INDEX:
+        out.update(size=4096 if pci.pcie else 256, flags=REGION_READ | REGION_WRITE)
+    elif idx < 6:
+        size = pci.bars[idx]
+        out.update(size=size, flags=(REGION_READ | REGION_WRITE | REGION_MMAP) if size else 0)
+    elif idx == VFIO_PCI_ROM_REGION_INDEX:
+        out.update(size=0, flags=0)
+    else:
+        raise Errno("EINVAL", "DEVICE-GET-REGION-INFO")
+    out["offset"] = idx << VFIO_PCI_OFFSET_SHIFT
+    df.k.cover("DEVICE-GET-REGION-INFO")
+    return Result(0, out=out)
+
+
+def _get_irq_info(df: DeviceFile, arg) -> Result:
+    """vfio_pci_ioctl_get_irq_info: argsz < offsetofend(count) or index >= 5 -> EINVAL; ERR
+    only on PCI Express (else EINVAL); flags EVENTFD, plus MASKABLE|AUTOMASKED for INTx,
+    NORESIZE for the others; count from vfio_pci_get_irq_count (INTx: a pin, MSI: the
+    vectors, MSI-X: the table size, ERR and REQ: 1)."""
+    from vfiospec.reference import uapi
+    idx = arg["index"]
+    pci = _pci(df)
+    if arg["argsz"] < uapi.vfio_irq_info.minsz or idx >= VFIO_PCI_NUM_IRQS:
+        raise Errno("EINVAL", "DEVICE-GET-IRQ-INFO")
+    if idx == 3 and not pci.pcie:
+        raise Errno("EINVAL", "DEVICE-GET-IRQ-INFO")
+    count = [int(pci.intx), pci.msi, pci.msix, 1, 1][idx]
+    flags = IRQ_EVENTFD | ((IRQ_MASKABLE | IRQ_AUTOMASKED) if idx == 0 else IRQ_NORESIZE)
+    df.k.cover("DEVICE-GET-IRQ-INFO")
+    return Result(0, out={**arg, "flags": flags, "count": count})
+
+
 _DEVICE_IOCTLS = {
     "VFIO_DEVICE_GET_INFO": _get_info,
+    "VFIO_DEVICE_GET_REGION_INFO": _get_region_info,
+    "VFIO_DEVICE_GET_IRQ_INFO": _get_irq_info,
     "VFIO_DEVICE_RESET": _reset,
 }
 
