@@ -330,6 +330,9 @@ def cmd_kernel(a) -> int:
 
 def lane_main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "spapr":
+        from .pseries import lane_main as spapr_main
+        return spapr_main(argv[1:])
     ap = argparse.ArgumentParser(prog="vfiospec lane", description="real Linux kernels under QEMU as targets")
     sub = ap.add_subparsers(dest="cmd", required=True)
     k = sub.add_parser("kernel", help="build/fetch kernels, boot each, run the traces, write reports")

@@ -1057,13 +1057,13 @@ static int do_ioctl(const struct j *st, struct sb *o)
 	struct sb out = {0};
 	switch (io->arg) {
 	case AK_NONE:
-		ret = ioctl(fd, io->nr, 0UL);
+		ret = ioctl(fd, _IO((io->nr >> 8) & 0xff, io->nr & 0xff), 0UL);
 		break;
 	case AK_INT: {
 		uint64_t v = 0;
 		if (arg && jint(arg, &v))
 			return -1;
-		ret = ioctl(fd, io->nr, (unsigned long)v);
+		ret = ioctl(fd, _IO((io->nr >> 8) & 0xff, io->nr & 0xff), (unsigned long)v);
 		break;
 	}
 	case AK_FD: {
@@ -1071,7 +1071,7 @@ static int do_ioctl(const struct j *st, struct sb *o)
 		if (jfd(arg, &v))
 			return -1;
 		int32_t f = (int32_t)v;
-		ret = ioctl(fd, io->nr, &f);
+		ret = ioctl(fd, _IO((io->nr >> 8) & 0xff, io->nr & 0xff), &f);
 		break;
 	}
 	case AK_STRING: {
@@ -1080,7 +1080,7 @@ static int do_ioctl(const struct j *st, struct sb *o)
 			return fail(0, "%s takes a string", io->name);
 		if (subst(arg->s, s, sizeof(s)) || check_device_names(s, io->name))
 			return -1;
-		ret = ioctl(fd, io->nr, s);
+		ret = ioctl(fd, _IO((io->nr >> 8) & 0xff, io->nr & 0xff), s);
 		break;
 	}
 	default: {
@@ -1103,7 +1103,7 @@ static int do_ioctl(const struct j *st, struct sb *o)
 				free(ctx.inl[i].mem);
 			return -1;
 		}
-		ret = ioctl(fd, io->nr, mem);
+		ret = ioctl(fd, _IO((io->nr >> 8) & 0xff, io->nr & 0xff), mem);
 		err = ret < 0 ? errno : 0;
 		unpack_struct(&out, ls, mem, 0, &ctx);
 		const struct lfield *cof = lfield_find(ls, "cap_offset");
