@@ -92,6 +92,25 @@ def modes_for(target) -> list[str]:
     return out
 
 
+# Behaviours of the real kernel (modelled by the reference) after which an invariant
+# no longer holds for the rest of the process: the leak is the kernel's, reported by
+# its requirement, not a divergence.
+KERNEL_LEAKS = {
+    "SPAPR-TCE-CREATE-FAILED-KEEPS-CHARGE": frozenset({"INV-ACCOUNTING-EQUALS-PINNED"}),
+}
+
+
+
+def _model_limits(state) -> frozenset:
+    """Invariants the z3 model cannot judge on this state: it counts IOVA in pages, so
+    two sub-page areas sharing a page (legal while an IOAS's alignment is below
+    PAGE_SIZE) look overlapping to it; the reference's own EEXIST check covers them."""
+    for a in getattr(state, "areas", ()):
+        if a.iova % PAGE or a.length % PAGE:
+            return frozenset({"INV-AREAS-DISJOINT"})
+    return frozenset()
+
+
 # ------------------------------------------------------------------ lockstep
 _CHECKED: dict = {}          # abstract state -> the invariants it violates (check_state is pure)
 _CHECKED_MAX = 1 << 14
@@ -131,12 +150,15 @@ class Lockstep:
                 t = target_cache[target_spec] = get_target(target_spec)
             self.tgt = t.begin(self.trace_stub)
         self.saved: dict = {}
+        self.exempt: frozenset = frozenset()      # invariants a kernel leak has broken for good
         self.steps: list[dict] = []
         self.coverage: dict[str, int] = {}
 
     def do(self, step: dict, compare_out: tuple[str, ...] = ()) -> Observed:
         norm = _steps.normalize(step, self.saved)
         r = self.ref.perform(norm)
+        for req in r.reqs:
+            self.exempt |= KERNEL_LEAKS.get(req, frozenset())
         rec = dict(step)
         rec["expect"] = {"errno": r.errno} if r.errno else ({"ret": r.ret, "out": {k: r.out[k] for k in compare_out
                                                                                      if k in r.out}}
@@ -171,14 +193,16 @@ class Lockstep:
         except ImportError:
             return
         state = self.ref.state()
-        bad = checked_state(runtime, state)
+        exempt = self.exempt | _model_limits(state)
+        bad = [v for v in checked_state(runtime, state) if v.invariant not in exempt]
         if bad:
             raise InvariantViolation(f"after step {len(self.steps) - 1} {_text(self.steps[-1])}: "
                                      + "; ".join(str(v) for v in bad))
         if self.tgt is not None:
             ts = self.tgt.state()
             if ts is not None:
-                bad = checked_state(runtime, ts)
+                exempt = self.exempt | _model_limits(ts)
+                bad = [v for v in checked_state(runtime, ts) if v.invariant not in exempt]
                 if bad:
                     raise InvariantViolation(f"target state after step {len(self.steps) - 1}: "
                                              + "; ".join(str(v) for v in bad))
@@ -525,7 +549,7 @@ class MdevMachine(Machine):
 
     RULES = ("create", "remove", "available", "use")
 
-    @initialize(disabled=_swarm(RULES))
+    @initialize(disabled=_swarm(RULES[1:]))       # create stays on: without it nothing is enabled
     def setup(self, disabled):
         self.disabled = disabled
         self.live: dict[str, str] = {}
