@@ -6,6 +6,7 @@ placeholders) are left as they are."""
 from __future__ import annotations
 
 import copy
+import re
 
 from vfiospec.reference import uapi
 from vfiospec.reference.numbers import is_int, parse_int
@@ -13,6 +14,24 @@ from vfiospec.reference.numbers import is_int, parse_int
 
 class UndefinedName(KeyError):
     pass
+
+
+# `{g0}`, `{dev0.cdev}`, `{m0.group}` in strings; `buf` / `buf+0x1000` in address fields
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\.(group|cdev))?\}")
+ADDR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\s*\+\s*(0[xX][0-9a-fA-F]+|[0-9]+))?$")
+
+
+def buffer_address(v, base_of) -> int:
+    """An address field's value: a number, or a buffer name plus an offset, with
+    `base_of(name)` giving the buffer's address (KeyError for an unknown name)."""
+    if isinstance(v, int):
+        return v
+    if is_int(v):
+        return parse_int(v)
+    m = ADDR.match(v.strip())
+    if not m:
+        raise KeyError(v)
+    return base_of(m.group(1)) + (int(m.group(2), 0) if m.group(2) else 0)
 
 
 def subst(v, saved: dict):

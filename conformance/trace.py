@@ -166,8 +166,7 @@ def find_traces(paths) -> list[Path]:
 
 
 # ------------------------------------------------------------------ semantics
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\.(group|cdev))?\}")
-_ADDR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\s*\+\s*(0[xX][0-9a-fA-F]+|[0-9]+))?$")
+from .steps import ADDR as _ADDR, PLACEHOLDER as _PLACEHOLDER
 
 
 def _check_semantics(t: Trace, platform) -> None:

@@ -25,13 +25,12 @@ import re
 
 from vfiospec import errnos
 from vfiospec.conformance.judge import Observed
+from vfiospec.conformance.steps import PLACEHOLDER, buffer_address
 from vfiospec.reference import uapi
 from vfiospec.reference.numbers import is_int, parse_int
 
 from .base import Session, Target, TargetError, Unsupported
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\.(group|cdev))?\}")
-_ADDR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\s*\+\s*(0[xX][0-9a-fA-F]+|[0-9]+))?$")
 CAPS_ROOM = 4096        # bytes after a struct for capability chains
 
 
@@ -127,7 +126,7 @@ class LinuxSession(Session):
         raise Unsupported(f"{name!r} is not in the linux target's configuration")
 
     def resolve_str(self, s: str) -> str:
-        return _PLACEHOLDER.sub(lambda m: self._name(m.group(1), m.group(2)), s)
+        return PLACEHOLDER.sub(lambda m: self._name(m.group(1), m.group(2)), s)
 
     def allowed_path(self, path: str) -> bool:
         cfg = self.t.cfg
@@ -150,14 +149,10 @@ class LinuxSession(Session):
         return bool(m and m.group(1) in self.mdevs.values())
 
     def addr(self, v) -> int:
-        if isinstance(v, int):
-            return v
-        if is_int(v):
-            return parse_int(v)
-        m = _ADDR.match(v.strip())
-        if not m or m.group(1) not in self.bufs:
-            raise TargetError(f"unknown buffer {v!r}")
-        return self.bufs[m.group(1)][0] + (int(m.group(2), 0) if m.group(2) else 0)
+        try:
+            return buffer_address(v, lambda name: self.bufs[name][0])
+        except KeyError:
+            raise TargetError(f"unknown buffer {v!r}") from None
 
     def fd(self, v) -> int:
         if isinstance(v, int):

@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 
 from vfiospec.conformance.judge import Observed
+from vfiospec.conformance.steps import PLACEHOLDER, buffer_address
 from vfiospec.reference import Kernel, uapi
 from vfiospec.reference.numbers import is_int, parse_int
 
 from .base import Session, Target, Unsupported
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\.(group|cdev))?\}")
-_ADDR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\s*\+\s*(0[xX][0-9a-fA-F]+|[0-9]+))?$")
 
 
 _NAME_FIELDS: dict[str, list] = {}
@@ -58,17 +57,10 @@ class ReferenceSession(Session):
                 return self.placeholder(m.group(1), m.group(2))
             except KeyError:
                 raise Unsupported(f"no group, device or mdev named {m.group(1)!r}") from None
-        return _PLACEHOLDER.sub(rep, s)
+        return PLACEHOLDER.sub(rep, s)
 
     def resolve_addr(self, v) -> int:
-        if isinstance(v, int):
-            return v
-        if is_int(v):
-            return parse_int(v)
-        m = _ADDR.match(v.strip())
-        if not m or m.group(1) not in self.bufs:
-            raise KeyError(v)
-        return self.bufs[m.group(1)] + (int(m.group(2), 0) if m.group(2) else 0)
+        return buffer_address(v, self.bufs.__getitem__)
 
     def resolve_fd(self, v) -> int:
         if isinstance(v, int):
