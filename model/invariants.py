@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import z3
 
-from .schema import (DDW_BASE_PAGES, DMA32_PAGES, IOMMU_NAMES, IOMMU_NONE, IOMMU_SPAPR_V2, SPAPR_KINDS, SPAPR_PAGE_SIZES, TYPE1_KINDS, State,
+from .schema import (DDW_BASE_PAGES, DMA32_PAGES, IOMMU_NAMES, IOMMU_NONE, IOMMU_SPAPR_V1, IOMMU_SPAPR_V2, SPAPR_KINDS, SPAPR_PAGE_SIZES, TYPE1_KINDS, State,
                      aligned, count, disjoint, total, within)
 from .transitions import derived_pin, owner_ictx
 
@@ -334,8 +334,11 @@ def prereg_mapped_stays(s):
 
 
 def spapr_enabled(s):
+    """v2 only: a v1 container keeps its TCEs across VFIO_IOMMU_DISABLE (tce_iommu_disable
+    un-charges the window but clears nothing)."""
     cfg = s.cfg
-    return _all(z3.Implies(s.tlive[t], _any(z3.And(s.tcont[t] == c, s.cen[c]) for c in range(cfg.n_cont)))
+    return _all(z3.Implies(s.tlive[t], _any(z3.And(s.tcont[t] == c, z3.Or(s.cen[c], s.ciommu[c] == IOMMU_SPAPR_V1))
+                                            for c in range(cfg.n_cont)))
                 for t in range(cfg.n_tce))
 
 
@@ -442,7 +445,7 @@ INVARIANTS: list[Invariant] = [
               "arch/powerpc/mm/book3s64/iommu_api.c mm_iommu_put (EBUSY ignored by tce_iommu_prereg_free); "
               "kernel-semantics 61"),
     Invariant("INV-SPAPR-ENABLED", spapr_enabled,
-              "TCEs exist only in an enabled container.", "tce_iommu_ioctl (!container->enabled -> EPERM)",
+              "TCEs exist only in an enabled container (or a v1 container, which keeps them after DISABLE).", "tce_iommu_ioctl (!container->enabled -> EPERM)",
               aux=True),
     Invariant("INV-MDEV-CONSERVED", mdev_conserved,
               "For every mdev parent's pool, the free units (mtty: ports) plus the units its live instances hold "
