@@ -101,6 +101,7 @@ class Platform:
     page_size: int = 4096
     dma_entry_limit: int = 65535
     enable_unsafe_noiommu_mode: bool = False
+    transparent_hugepage: bool = True      # CONFIG_TRANSPARENT_HUGEPAGE (caps iommufd's IOVA alignment)
     raw: dict = field(default_factory=dict)
 
     def at_least(self, major: int, minor: int = 0) -> bool:
@@ -237,10 +238,13 @@ def parse_platform(obj: dict | None) -> Platform:
         p.page_size = parse_int(proc["page_size"], "process.page_size")
     params = obj.get("params", {})
     for k in params:
-        if k not in ("dma_entry_limit", "enable_unsafe_noiommu_mode"):
-            raise PlatformError(f"params.{k}", "unknown key; expected dma_entry_limit or enable_unsafe_noiommu_mode")
+        if k not in ("dma_entry_limit", "enable_unsafe_noiommu_mode", "transparent_hugepage"):
+            raise PlatformError(f"params.{k}", "unknown key; expected dma_entry_limit, enable_unsafe_noiommu_mode "
+                                               "or transparent_hugepage")
     if "dma_entry_limit" in params:
         p.dma_entry_limit = parse_int(params["dma_entry_limit"], "params.dma_entry_limit")
     if "enable_unsafe_noiommu_mode" in params:
         p.enable_unsafe_noiommu_mode = bool(params["enable_unsafe_noiommu_mode"])
+    if "transparent_hugepage" in params:
+        p.transparent_hugepage = bool(params["transparent_hugepage"])
     return p

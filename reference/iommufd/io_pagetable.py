@@ -202,6 +202,8 @@ class IoPageTable:
             align = roundup_pow_of_two(length)
         else:
             align = min(roundup_pow_of_two(length), ffs_bit(uptr))
+        # max_alignment: HPAGE_SIZE with CONFIG_TRANSPARENT_HUGEPAGE, else PAGE_SIZE
+        align = min(align, (2 << 20) if self.k.platform.transparent_hugepage else ps)
         if align < self.iova_alignment:
             raise Errno("EINVAL", "IOAS-MAP-AUTO-IOVA-ALIGN")
         lo, hi = ps, ULONG_MAX - ps
