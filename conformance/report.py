@@ -107,7 +107,7 @@ class Report:
                            failures=str(d["summary"]["fail"]), errors=str(d["summary"]["error"]),
                            skipped=str(d["summary"]["unsupported"] + d["summary"]["xfail"]))
         for t in d["traces"]:
-            tc = ET.SubElement(suite, "testcase", classname=f"vfiospec.traces", name=t["name"],
+            tc = ET.SubElement(suite, "testcase", classname="vfiospec.traces", name=t["name"],
                                time=str(t.get("seconds", 0)))
             _junit_verdict(tc, t["verdict"], t.get("error", ""), [s for s in t["steps"] if s["verdict"] != "PASS"])
         for m in d["stateful"]:

@@ -99,7 +99,6 @@ def main(argv=None) -> int:
     except TargetError as e:
         print(f"vfiospec run: {e}", file=sys.stderr)
         return 3
-    from vfiospec.reference.platform import parse_platform
     kernel = (target.platform or {}).get("kernel", "per trace (simulated)")
     report = Report(a.report_dir, {"target": a.target, "target_description": desc, "kernel": kernel,
                                    "seed": a.seed, "budget": a.budget, "traces": len(traces),
@@ -111,7 +110,7 @@ def main(argv=None) -> int:
     try:
         for i, t in enumerate(traces):
             tr = run_trace(t, target)
-            ctx = {"target": a.target, "kernel": parse_platform(t.platform).kernel, "mode": "traces"}
+            ctx = {"target": a.target, "kernel": t.parsed_platform.kernel, "mode": "traces"}
             d = judge_with_waivers(tr, waivers, ctx)
             report.add_trace(d)
             failures += d["verdict"] in ("FAIL", "ERROR")

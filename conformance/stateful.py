@@ -17,9 +17,8 @@ replays it and the seed."""
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, Verbosity, seed as hseed, settings, strategies as st

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from vfiospec import errnos
 from vfiospec.reference import uapi
-from vfiospec.reference.numbers import is_int, parse_int
+from vfiospec.reference.numbers import is_int
 from vfiospec.reference.platform import PlatformError, parse_platform
+
+from .steps import ADDR as _ADDR, PLACEHOLDER as _PLACEHOLDER
 
 KAPI_ARGS = {
     "vfio_pin_pages": {"device", "iova", "npage", "prot", "as"},
@@ -166,7 +168,6 @@ def find_traces(paths) -> list[Path]:
 
 
 # ------------------------------------------------------------------ semantics
-from .steps import ADDR as _ADDR, PLACEHOLDER as _PLACEHOLDER
 
 
 def _check_semantics(t: Trace, platform) -> None:
@@ -187,7 +188,7 @@ def _check_semantics(t: Trace, platform) -> None:
 
         def check_str(s, fld):
             for m in _PLACEHOLDER.finditer(s):
-                n, attr = m.group(1), m.group(2)
+                n = m.group(1)
                 if n not in names and n not in mdevs:
                     raise E(fld, f"placeholder {{{n}}} names no group, device or mdev of the platform "
                                  f"(known: {sorted(names | mdevs)})")

@@ -16,7 +16,6 @@ tests give it a fake device-node layer."""
 from __future__ import annotations
 
 import ctypes
-import errno as _errno
 import fcntl
 import json
 import mmap as _mmap
@@ -27,7 +26,6 @@ from vfiospec import errnos
 from vfiospec.conformance.judge import Observed
 from vfiospec.conformance.steps import PLACEHOLDER, buffer_address
 from vfiospec.reference import uapi
-from vfiospec.reference.numbers import is_int, parse_int
 
 from .base import Session, Target, TargetError, Unsupported
 

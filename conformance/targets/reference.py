@@ -3,16 +3,12 @@ mdevs) bound to the simulated process's objects."""
 
 from __future__ import annotations
 
-import re
 
 from vfiospec.conformance.judge import Observed
 from vfiospec.conformance.steps import PLACEHOLDER, buffer_address
 from vfiospec.reference import Kernel, uapi
-from vfiospec.reference.numbers import is_int, parse_int
 
 from .base import Session, Target, Unsupported
-
-
 
 _NAME_FIELDS: dict[str, list] = {}
 _IOCTLS = uapi.IOCTLS

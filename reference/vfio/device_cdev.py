@@ -140,18 +140,24 @@ def _pasid_unsupported(df) -> None:
     raise Unsupported("PASID attach of a physical device is not modelled")
 
 
+def _check_pt_arg(df: DeviceFile, arg, st, pasid_name: str, argsz_req: str, flags_req: str) -> None:
+    """The checks vfio_df_ioctl_attach_pt and vfio_df_ioctl_detach_pt share: argsz, then
+    flags (only the PASID flag, and only from 6.15), then PASID support."""
+    if arg["argsz"] < st.minsz:
+        raise Errno("EINVAL", argsz_req)
+    flags = arg["flags"]
+    pasid_flag = uapi.CONSTANTS[pasid_name]
+    if flags & ~pasid_flag or (flags and not df.k.at_least(6, 15)):
+        raise Errno("EINVAL", flags_req)
+    if flags & pasid_flag:
+        _pasid_unsupported(df)
+
+
 def vfio_df_ioctl_attach_pt(df: DeviceFile, arg) -> Result:
     """vfio_df_ioctl_attach_pt: ops->attach_ioas writes the attached id back into pt_id."""
     from . import iommufd as vfio_iommufd
-    st = uapi.vfio_device_attach_iommufd_pt
-    if arg["argsz"] < st.minsz:
-        raise Errno("EINVAL", "CDEV-ATTACH-ARGSZ")
-    flags = arg["flags"]
-    pasid_flag = uapi.CONSTANTS["VFIO_DEVICE_ATTACH_PASID"]
-    if flags & ~pasid_flag or (flags and not df.k.at_least(6, 15)):
-        raise Errno("EINVAL", "CDEV-ATTACH-FLAGS")
-    if flags & pasid_flag:
-        _pasid_unsupported(df)
+    _check_pt_arg(df, arg, uapi.vfio_device_attach_iommufd_pt, "VFIO_DEVICE_ATTACH_PASID",
+                  "CDEV-ATTACH-ARGSZ", "CDEV-ATTACH-FLAGS")
     device = df.device
     pt = vfio_iommufd.vfio_iommufd_ops(device).attach_ioas(device, arg["pt_id"])
     df.k.cover("CDEV-ATTACH")
@@ -161,15 +167,8 @@ def vfio_df_ioctl_attach_pt(df: DeviceFile, arg) -> Result:
 def vfio_df_ioctl_detach_pt(df: DeviceFile, arg) -> Result:
     """vfio_df_ioctl_detach_pt: always 0 once the struct is valid (no-op when not attached)."""
     from . import iommufd as vfio_iommufd
-    st = uapi.vfio_device_detach_iommufd_pt
-    if arg["argsz"] < st.minsz:
-        raise Errno("EINVAL", "CDEV-DETACH-ARGSZ")
-    flags = arg["flags"]
-    pasid_flag = uapi.CONSTANTS["VFIO_DEVICE_DETACH_PASID"]
-    if flags & ~pasid_flag or (flags and not df.k.at_least(6, 15)):
-        raise Errno("EINVAL", "CDEV-DETACH-FLAGS")
-    if flags & pasid_flag:
-        _pasid_unsupported(df)
+    _check_pt_arg(df, arg, uapi.vfio_device_detach_iommufd_pt, "VFIO_DEVICE_DETACH_PASID",
+                  "CDEV-DETACH-ARGSZ", "CDEV-DETACH-FLAGS")
     device = df.device
     vfio_iommufd.vfio_iommufd_ops(device).detach_ioas(device)
     df.k.cover("CDEV-DETACH")
