@@ -15,7 +15,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .judge import FAIL, XFAIL
+from .judge import ERROR, FAIL, XFAIL
 from .replay import load_all
 from .report import Report
 from .runner import overall, run_trace
@@ -50,10 +50,11 @@ class Progress:
 
 
 def judge_with_waivers(tr, waivers, ctx_base) -> dict:
-    """A trace result as JSON, FAIL steps matched against the waivers."""
+    """A trace result as JSON, FAIL steps (and ERROR steps where the target died
+    answering: observed "crash") matched against the waivers."""
     d = tr.to_json()
     for s, sj in zip(tr.steps, d["steps"]):
-        if s.verdict != FAIL:
+        if s.verdict != FAIL and not (s.verdict == ERROR and s.observed.error is not None):
             continue
         exp = s.expected
         exp_word = "ok" if exp in ("ok", None) or (isinstance(exp, dict) and "errno" not in exp) else (
@@ -62,14 +63,15 @@ def judge_with_waivers(tr, waivers, ctx_base) -> dict:
         ctx = {**ctx_base, "trace": tr.trace.name,
                "call": step.get("cmd") if step["call"] == "ioctl" else step["call"],
                "requirements": set(tr.trace.requirements) | set(s.observed.reqs), "expected": exp_word}
-        verdict, w = apply(waivers, ctx, result_word(s.observed.errno))
-        sj["verdict"] = verdict
+        verdict, w = apply(waivers, ctx, result_word(s.observed.errno, s.observed.error))
+        sj["verdict"] = verdict if (verdict, s.verdict) != (FAIL, ERROR) else ERROR
         if w is not None:
             sj["waiver"] = w.id
             if verdict == FAIL:
                 sj["reason"] += f" (differs from waiver {w.id}, which expects {w.observed})"
     d["verdict"] = overall(sj["verdict"] for sj in d["steps"]) if d["steps"] else d["verdict"]
-    if d["verdict"] == "PASS" and any(sj["verdict"] == XFAIL for sj in d["steps"]):
+    # a waived divergence, and at most steps left undone after it (the target died)
+    if d["verdict"] in ("PASS", "UNSUPPORTED") and any(sj["verdict"] == XFAIL for sj in d["steps"]):
         d["verdict"] = XFAIL
     return d
 
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
                 per_mode = a.budget / max(len(modes), 1)
                 for m in modes:
                     res = stateful.run_mode(m, a.target, per_mode, a.seed, waivers,
-                                            report_dir=a.report_dir,
+                                            report_dir=a.report_dir, target_obj=target,
                                             progress=lambda txt, m=m: progress.show(f"[{m}] {txt}"))
                     report.add_stateful(res)
                     failures += res["verdict"] in ("FAIL", "ERROR")

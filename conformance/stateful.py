@@ -74,6 +74,23 @@ MODES: dict[str, Mode] = {m.name: m for m in [
 ]}
 
 
+def mode_on(mode: Mode, platform: dict | None) -> Mode:
+    """`mode` on the machine a real target is: that machine's facts (kernel,
+    params, process, container, groups, mdev parents; its IOMMU's properties
+    over the mode's) replace the defaults, so the reference is that machine."""
+    if not platform:
+        return mode
+    plat = dict(mode.platform)
+    for k, v in platform.items():
+        if k == "iommu":
+            mine = plat.get("iommu") or {}
+            if (v or {}).get("kind", "vtd") == mine.get("kind", "vtd"):
+                plat["iommu"] = {**mine, **(v or {})}
+        else:
+            plat[k] = v
+    return Mode(mode.name, plat, mode.family, mode.iommu, mode.simulated_only)
+
+
 def modes_for(target) -> list[str]:
     """The modes a target can run: all for a simulator; those matching a real machine's platform."""
     plat = getattr(target, "platform", None)
@@ -111,6 +128,9 @@ def _model_limits(state) -> frozenset:
 
 
 # ------------------------------------------------------------------ lockstep
+# ioctls whose return value is the answer (elsewhere a success's value is 0 or an fd number)
+VALUE_IOCTLS = frozenset({"VFIO_CHECK_EXTENSION", "VFIO_GET_API_VERSION"})
+
 _CHECKED: dict = {}          # abstract state -> the invariants it violates (check_state is pure)
 _CHECKED_MAX = 1 << 14
 
@@ -158,10 +178,11 @@ class Lockstep:
         r = self.ref.perform(norm)
         for req in r.reqs:
             self.exempt |= KERNEL_LEAKS.get(req, frozenset())
+        by_value = step.get("cmd") in VALUE_IOCTLS
         rec = dict(step)
         rec["expect"] = {"errno": r.errno} if r.errno else ({"ret": r.ret, "out": {k: r.out[k] for k in compare_out
                                                                                      if k in r.out}}
-                                                             if compare_out else "ok")
+                                                             if compare_out else ({"ret": r.ret} if by_value else "ok"))
         self.steps.append(rec)
         key = (step.get("cmd") or step["call"]) + " -> " + (r.errno or "ok")
         self.coverage[key] = self.coverage.get(key, 0) + 1
@@ -170,12 +191,20 @@ class Lockstep:
                 o = self.tgt.perform(norm)
             except Unsupported:
                 o = None
+            if o is not None and o.unsupported is not None:
+                o = None
+            if o is not None and o.error is not None:
+                raise Divergence(f"step {len(self.steps) - 1} {_text(step)}: reference {r.errno or 'ok'}, "
+                                 f"target error: {o.error.splitlines()[0][:300]}")
             if o is not None:
                 same = (o.errno is None) == (r.errno is None) and (
                     r.errno is None or errnos.same(o.errno, r.errno))
                 if not same:
                     raise Divergence(f"step {len(self.steps) - 1} {_text(step)}: reference "
                                      f"{r.errno or 'ok'}, target {o.errno or 'ok'}")
+                if by_value and r.errno is None and o.ret != r.ret:
+                    raise Divergence(f"step {len(self.steps) - 1} {_text(step)}: reference returned {r.ret}, "
+                                     f"target {o.ret}")
                 for k in compare_out:
                     if r.errno is None and k in r.out and o.out.get(k) != r.out[k]:
                         raise Divergence(f"step {len(self.steps) - 1} {_text(step)}: out.{k} reference "
@@ -333,7 +362,7 @@ class Type1Machine(Machine):
 
     @precondition(lambda self: self.on("ext"))
     @rule(ext=st.sampled_from(["VFIO_TYPE1_IOMMU", "VFIO_TYPE1v2_IOMMU", "VFIO_UNMAP_ALL", "VFIO_UPDATE_VADDR",
-                               "VFIO_SPAPR_TCE_IOMMU", "VFIO_NOIOMMU_IOMMU"]))
+                               "VFIO_SPAPR_TCE_IOMMU", "VFIO_NOIOMMU_IOMMU", "VFIO_DMA_CC_IOMMU"]))
     def ext(self, ext):
         self.do({"call": "ioctl", "fd": "container", "cmd": "VFIO_CHECK_EXTENSION", "arg": ext})
 
@@ -594,11 +623,12 @@ class MdevMachine(Machine):
 FAMILIES = {"type1": Type1Machine, "iommufd": IommufdMachine, "spapr": SpaprMachine, "mdev": MdevMachine}
 
 
-def machine_for(mode: str, target: str = "reference") -> type[Machine]:
-    """A fresh machine class for `mode` against `target` (usable from any pytest)."""
+def machine_for(mode: str, target: str = "reference", platform: dict | None = None) -> type[Machine]:
+    """A fresh machine class for `mode` against `target` (usable from any pytest);
+    `platform`: the machine the target is (mode_on)."""
     if mode not in MODES:
         raise KeyError(f"unknown mode {mode!r}; expected one of {list(MODES)}")
-    m = MODES[mode]
+    m = mode_on(MODES[mode], platform)
     base = FAMILIES[m.family]
     cls = type(f"{base.__name__}_{mode.replace('-', '_')}", (base,),
                {"mode": m, "target_spec": target, "target_cache": {}, "last_steps": [], "step_count": 0,
@@ -619,15 +649,15 @@ def save_counterexample(path: Path, mode: Mode, steps: list[dict], message: str,
 _TESTS: dict = {}
 
 
-def _machine_test(mode: str, target: str, per_batch: int, steps_per_example: int):
+def _machine_test(mode: str, target: str, per_batch: int, steps_per_example: int, platform: dict | None = None):
     """(machine class, Hypothesis test) for run_mode, built once per process and
     reused with fresh class counters: building the test makes Hypothesis digest
     the machine's source (inspect.getsource parses this whole module for a class
     made by machine_for), which costs as much as hundreds of steps."""
-    key = (mode, target, per_batch, steps_per_example)
+    key = (mode, target, per_batch, steps_per_example, json.dumps(platform, sort_keys=True, default=str))
     hit = _TESTS.get(key)
     if hit is None:
-        cls = machine_for(mode, target)
+        cls = machine_for(mode, target, platform)
         conf = settings(deadline=None, max_examples=per_batch, stateful_step_count=steps_per_example,
                         database=None, suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
                         phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False)
@@ -640,15 +670,32 @@ def _machine_test(mode: str, target: str, per_batch: int, steps_per_example: int
 
 
 def run_mode(mode: str, target: str, budget: float, seed: int, waivers=(), report_dir=None, progress=None,
-             max_examples: int | None = None, steps_per_example: int = 25) -> dict:
+             max_examples: int | None = None, steps_per_example: int = 25, target_obj=None,
+             per_batch: int = 10) -> dict:
     """Explore `mode` for `budget` seconds (or `max_examples` examples); a failure is
-    shrunk and saved as a trace."""
-    m = MODES[mode]
-    per_batch = 10 if max_examples is None else max_examples
-    cls, test = _machine_test(mode, target, per_batch, steps_per_example)
+    shrunk and saved as a trace. `target_obj`: the target `target` names, already
+    made (and kept: the caller shuts it down); the reference is the machine its
+    `platform` describes (mode_on)."""
+    owned = None
+    if target_obj is None and target != "reference":
+        target_obj = owned = get_target(target)
+        try:
+            target_obj.describe()
+        except TargetError as e:
+            owned.shutdown()
+            return {"mode": mode, "verdict": "ERROR", "seed": seed, "failures": [], "steps": 0, "examples": 0,
+                    "error": str(e)}
+    platform = getattr(target_obj, "platform", None) if target_obj is not None else None
+    per_batch = per_batch if max_examples is None else max_examples
+    cls, test = _machine_test(mode, target, per_batch, steps_per_example, platform)
+    m = cls.mode
+    if target_obj is not None:
+        cls.target_cache[target] = target_obj
     t0 = time.monotonic()
     examples = 0
     result = {"mode": mode, "verdict": "PASS", "seed": seed, "failures": [], "steps": 0, "examples": 0}
+    if platform:
+        result["platform"] = m.platform
     s = seed
     while True:
         test = hseed(s)(test)
@@ -679,8 +726,8 @@ def run_mode(mode: str, target: str, budget: float, seed: int, waivers=(), repor
         if max_examples is not None or time.monotonic() - t0 >= budget:
             break
         s += 1
-    for t in cls.target_cache.values():
-        t.shutdown()
+    if owned is not None:
+        owned.shutdown()
     result.update(steps=cls.step_count, examples=examples, seconds=round(time.monotonic() - t0, 3),
                   coverage=getattr(cls, "coverage", {}))
     return result

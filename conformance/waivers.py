@@ -12,7 +12,7 @@
     call = "VFIO_IOMMU_UNMAP_DMA"   # ioctl name or call
     requirement = "TYPE1-..."  # a requirement ID of the step
     expected = "ok"            # errno name, or "ok"
-    observed = "EINVAL"        # errno name, or "ok": what the waiver expects the target to do
+    observed = "EINVAL"        # errno name, "ok", or "crash" (the target died answering the step)
 
 A divergence whose predicate matches and whose observed result is the waiver's is
 XFAIL; one whose predicate matches but whose observed result differs is FAIL
@@ -106,13 +106,21 @@ def load_waivers(path) -> list[Waiver]:
             except ValueError as e:
                 raise WaiverError(f"{where} ({w['id']}): kernel: {e}") from None
         for k in ("expected", "observed"):
-            if k in w and w[k] != "ok" and not errnos.is_name(w[k]):
-                raise WaiverError(f"{where} ({w['id']}): {k}: {w[k]!r} is neither \"ok\" nor an errno name")
+            if k in w and w[k] not in WORDS[k] and not errnos.is_name(w[k]):
+                raise WaiverError(f"{where} ({w['id']}): {k}: {w[k]!r} is neither "
+                                  f"{' nor '.join(repr(x) for x in WORDS[k])} nor an errno name")
         out.append(Waiver(**w))
     return out
 
 
-def result_word(errno: str | None) -> str:
+WORDS = {"expected": ("ok",), "observed": ("ok", "crash")}
+
+
+def result_word(errno: str | None, error: str | None = None) -> str:
+    """A step's outcome as a waiver names it: the errno name, "ok", or "crash"
+    when the target gave no answer (`error`: it died answering the step)."""
+    if error is not None:
+        return "crash"
     return errno or "ok"
 
 

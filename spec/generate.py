@@ -19,7 +19,7 @@ from . import tlc
 from .tlavalue import parse_value
 from .traces import CONCRETIZERS
 
-GENERATORS = {"type1": "Type1", "iommufd": "Iommufd", "mdev": "Mdev"}
+GENERATORS = {"type1": "Type1", "iommufd": "Iommufd", "mdev": "Mdev", "spapr": "SpaprTce"}
 
 
 def read_constants(cfg_text: str) -> dict:
@@ -93,6 +93,8 @@ def behaviour_to_trace(model: str, states: list[dict], consts: dict, name: str, 
     steps = conc.build(states)
     desc = (f"TLC simulation of spec/models/{model} (seed {seed}, {depth} abstract steps); "
             f"expectations are the spec's.")
+    if conc.note:
+        desc += " " + conc.note
     if conc.dropped:
         desc += f" Left out {len(conc.dropped)} step(s) the spec does not pin down: " + "; ".join(sorted(set(conc.dropped)))
     return {"vfiospec": 1, "name": name, "description": desc, "requirements": conc.reqs,

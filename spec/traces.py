@@ -11,6 +11,8 @@ anonymous ``mmap`` made in the prologue.
 
 from __future__ import annotations
 
+import copy
+
 PAGE = 0x1000
 U32_MAX = "U32_MAX"     # an object id no IOAS has (ST-vfio attach_invalid_pt_fails)
 
@@ -60,13 +62,16 @@ REQUIREMENTS = {
 }
 
 
-def requirements_of(op: str, result: str) -> list[str]:
-    return REQUIREMENTS.get((op, result)) or REQUIREMENTS.get((op, "*")) or []
+def requirements_of(op: str, result: str, table: dict | None = None) -> list[str]:
+    table = REQUIREMENTS if table is None else table
+    return table.get((op, result)) or table.get((op, "*")) or []
 
 
 class Concretizer:
     """Builds the steps of one trace from a behaviour of one model."""
     model = ""
+    requirements: dict | None = None      # (op, result) -> IDs; None: REQUIREMENTS
+    note = ""                             # how abstract values became concrete, for the description
 
     def __init__(self, consts: dict):
         self.consts = consts
@@ -92,7 +97,7 @@ class Concretizer:
             except Uncertain as why:
                 self.dropped.append(f"{call['op']} -> {result}: {why}")
                 continue
-            for r in requirements_of(call["op"], result):
+            for r in requirements_of(call["op"], result, self.requirements):
                 if r not in self.reqs:
                     self.reqs.append(r)
             steps.extend(new)
@@ -277,7 +282,182 @@ class MdevConcretizer(Concretizer):
         raise Uncertain(f"no uAPI mapping for {op}")
 
 
-CONCRETIZERS = {"type1": Type1Concretizer, "iommufd": IommufdConcretizer, "mdev": MdevConcretizer}
+# ---------------------------------------------------------------- sPAPR TCE
+# The platform of the generated sPAPR traces: the ppc64le pseries guest under QEMU
+# (vfiospec/lane/pseries.py: guest_platform, without process.page_size, so the
+# traces run on both its 4K and 64K kernels).
+SPAPR_PLATFORM = {"kernel": "6.12",
+                  "iommu": {"kind": "spapr", "dma32_window": [0, "0x40000000"],
+                            "pgsizes": [4096, 65536, 2097152, 16777216],
+                            "max_windows": 2, "levels": 1, "ddw": True, "eeh": False},
+                  "vfio_container": "vfio",
+                  "groups": {"g0": {"devices": {"dev0": "vfio-pci"}}},
+                  "params": {"transparent_hugepage": False}}
+SPAPR_DMA32_SIZE = 0x40000000
+SPAPR_DDW_START = 1 << 59           # QEMU spapr PHB dma64_win_addr: every dynamic window
+SPAPR_WINDOW_START = {0: 0, 1: SPAPR_DDW_START}   # slot 0: the default window, restored at 0
+SPAPR_IOMMU_PAGE = 0x1000           # 4K IOMMU pages: valid on 4K and 64K kernels
+SPAPR_USER_PAGE = 0x10000           # a user page of the model: 64K, aligned on both kernels
+# TCE_CREATE's arguments: 4K pages of tce32_size make slot 0 the default window
+# (pseries is_default_window_request) and slot 1 a dynamic window at 1 << 59.
+SPAPR_CREATE_ARG = {"page_shift": 12, "window_size": hex(SPAPR_DMA32_SIZE), "levels": 1}
+SPAPR_TYPES = {"v1": "VFIO_SPAPR_TCE_IOMMU", "v2": "VFIO_SPAPR_TCE_v2_IOMMU"}
+
+SPAPR_REQUIREMENTS = {
+    ("SetIommu", "ok"): ["SPAPR-SET-IOMMU"], ("SetIommu", "EINVAL"): ["CONTAINER-SET-IOMMU-TWICE"],
+    ("Enable", "ok"): ["SPAPR-V1-ENABLE-ACCOUNTING"], ("Enable", "EBUSY"): ["SPAPR-V1-ENABLE-TWICE"],
+    ("Enable", "ENOTTY"): ["SPAPR-V2-NO-ENABLE"],
+    ("Register", "ok"): ["SPAPR-PREREG-REGISTER"], ("Register", "EBUSY"): ["SPAPR-PREREG-TWICE"],
+    ("Register", "EINVAL"): ["SPAPR-PREREG-OVERLAP"], ("Register", "ENOTTY"): ["SPAPR-V1-NO-V2-IOCTLS"],
+    ("Unregister", "ok"): ["SPAPR-PREREG-EXACT-UNREGISTER"], ("Unregister", "ENOENT"): ["SPAPR-PREREG-EXACT-UNREGISTER"],
+    ("Unregister", "EPERM"): ["SPAPR-PREREG-UNREGISTER-NO-MM"], ("Unregister", "ENOTTY"): ["SPAPR-V1-NO-V2-IOCTLS"],
+    ("Map", "ok"): ["SPAPR-MAP"], ("Map", "EPERM"): ["SPAPR-MAP-NOT-ENABLED"],
+    ("Map", "ENXIO"): ["SPAPR-MAP-OUTSIDE-WINDOWS"], ("Map", "EINVAL"): ["SPAPR-V2-MAP-PREREG-ONLY"],
+    ("Unmap", "ok"): ["SPAPR-UNMAP"], ("Unmap", "EPERM"): ["SPAPR-MAP-NOT-ENABLED"],
+    ("Unmap", "ENXIO"): ["SPAPR-MAP-OUTSIDE-WINDOWS"],
+    ("CreateWindow", "ok"): ["SPAPR-TCE-CREATE"], ("CreateWindow", "ENOSPC"): ["SPAPR-TCE-CREATE-MAX-WINDOWS"],
+    ("CreateWindow", "EPERM"): ["SPAPR-TCE-CREATE-PLATFORM-START"], ("CreateWindow", "ENOTTY"): ["SPAPR-V1-NO-V2-IOCTLS"],
+    ("RemoveWindow", "ok"): ["SPAPR-TCE-REMOVE"], ("RemoveWindow", "EINVAL"): ["SPAPR-TCE-REMOVE-NO-WINDOW"],
+    ("RemoveWindow", "ENOTTY"): ["SPAPR-V1-NO-V2-IOCTLS"],
+}
+
+
+def spapr_window_of(page: int, niova: int) -> int:
+    """The window slot holding abstract IOVA page `page` (SpaprTce.tla WinPages)."""
+    return 0 if page < niova // 2 else 1
+
+
+def spapr_iova(page: int, niova: int) -> int:
+    """Bus address of abstract IOVA page `page`: its window's start plus the page's
+    offset in that window, in 4K IOMMU pages."""
+    w = spapr_window_of(page, niova)
+    first = 0 if w == 0 else niova // 2
+    return SPAPR_WINDOW_START[w] + (page - first) * SPAPR_IOMMU_PAGE
+
+
+class SpaprConcretizer(Concretizer):
+    """SpaprTce.tla -> uAPI steps on one container with group g0 attached
+    (drivers/vfio/vfio_iommu_spapr_tce.c: tce_iommu_ioctl).  IOVA page p is
+    ``spapr_iova(p)`` (window 0 at 0, window 1 at 1 << 59, 4K IOMMU pages), user
+    page u is ``buf + u * 0x10000``; a MAP/UNMAP covers one 4K IOMMU page."""
+    model = "spapr"
+    requirements = SPAPR_REQUIREMENTS
+
+    def __init__(self, consts):
+        super().__init__(consts)
+        self.win_name: dict[int, str] = {}    # live window slot -> name saving its start_addr
+        self.creates = 0
+        self.pending = False                  # the default window is pending (tce_iommu_create_default_window)
+
+    @property
+    def note(self):
+        n = self.consts["NIova"]
+
+        def pages(a, b):
+            return f"page {a}" if a == b else f"pages {a}..{b}"
+        return (f"An IOVA page is one 4K IOMMU page: {pages(0, n // 2 - 1)} in the default window at bus "
+                f"address 0, {pages(n // 2, n - 1)} in the dynamic window TCE_CREATE places at 1 << 59 "
+                f"(pseries under QEMU); user pages are 64K, so the trace runs on 4K and 64K kernels.")
+
+    def platform(self):
+        return copy.deepcopy(SPAPR_PLATFORM)
+
+    @staticmethod
+    def _mapped(state, r) -> bool:
+        """SpaprTce.tla Mapped(r): a live TCE maps a user page of region r."""
+        tces = state["tces"]
+        users = tces.values() if isinstance(tces, dict) else tces
+        return any(u != -1 and r["ua"] <= u < r["ua"] + r["n"] for u in users)
+
+    def prologue(self):
+        return [{"call": "open", "path": "/dev/vfio/vfio", "as": "container"},
+                {"call": "open", "path": "/dev/vfio/{g0}", "as": "g0", "expect": "ok"},
+                {"call": "ioctl", "fd": "g0", "cmd": "VFIO_GROUP_SET_CONTAINER", "arg": "container", "expect": "ok"},
+                {"call": "mmap", "length": hx(self.consts["NUser"] * SPAPR_USER_PAGE), "as": "buf"}]
+
+    def _addr(self, page: int):
+        """IOVA of a page, as the saved start of its live window when it is that start."""
+        iova = spapr_iova(page, self.consts["NIova"])
+        w = spapr_window_of(page, self.consts["NIova"])
+        if iova == SPAPR_WINDOW_START[w] and w in self.win_name:
+            return f"${self.win_name[w]}"
+        return hx(iova)
+
+    @staticmethod
+    def _ua(u: int) -> str:
+        return f"buf+{hx(u * SPAPR_USER_PAGE)}" if u else "buf"
+
+    def _req(self, *ids):
+        self.reqs.extend(ids)
+
+    def _c(self, cmd, arg=None, expect="ok", **extra):
+        s = {"call": "ioctl", "fd": "container", "cmd": cmd}
+        if arg is not None:
+            s["arg"] = arg
+        s["expect"] = expect
+        s.update(extra)
+        return s
+
+    def action(self, c, res, out, pre, post):
+        op = c["op"]
+        v2 = pre["iommu"] == "v2"
+        if op == "SetIommu":
+            if res == "ok":
+                self.pending = True
+                self._req("SPAPR-DEFAULT-WINDOW-PENDING")
+            return [self._c("VFIO_SET_IOMMU", SPAPR_TYPES[c["type"]], expect_of(res))]
+        if op == "Enable":
+            return [self._c("VFIO_IOMMU_ENABLE", expect=expect_of(res))]
+        if op in ("Register", "Unregister"):
+            r = dict(c["reg"])
+            if op == "Register" and res == "ok":
+                self._req("SPAPR-V2-ENABLED-BY-REGISTER" if not pre["enabled"] else "SPAPR-PREREG-REGISTER")
+                if r in [dict(x) for x in pre["leaked"]]:
+                    self._req("SPAPR-PREREG-UNREGISTER-MAPPED")
+            if op == "Unregister" and res == "ok" and self._mapped(pre, r):
+                self._req("SPAPR-PREREG-UNREGISTER-MAPPED")     # tce_iommu_unregister_pages: 0, stays pinned
+            cmd = "VFIO_IOMMU_SPAPR_REGISTER_MEMORY" if op == "Register" else "VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY"
+            return [self._c(cmd, {"vaddr": self._ua(r["ua"]), "size": hx(r["n"] * SPAPR_USER_PAGE)}, expect_of(res))]
+        if op in ("Map", "Unmap"):
+            if pre["enabled"] and self.pending:
+                self.pending = False           # MAP/UNMAP create the pending default window
+            p = c["iova"]
+            if op == "Map":
+                if res == "ok":
+                    self._req("SPAPR-V2-MAP-PREREG-ONLY" if v2 else "SPAPR-V1-MAP-PINS")
+                return [self._c("VFIO_IOMMU_MAP_DMA",
+                                {"flags": ["VFIO_DMA_MAP_FLAG_READ", "VFIO_DMA_MAP_FLAG_WRITE"],
+                                 "vaddr": self._ua(c["ua"]), "iova": self._addr(p), "size": hx(SPAPR_IOMMU_PAGE)},
+                                expect_of(res))]
+            return [self._c("VFIO_IOMMU_UNMAP_DMA", {"iova": self._addr(p), "size": hx(SPAPR_IOMMU_PAGE)},
+                            expect_of(res))]
+        if op == "CreateWindow":
+            if not v2:
+                return [self._c("VFIO_IOMMU_SPAPR_TCE_CREATE", dict(SPAPR_CREATE_ARG), expect_of(res))]
+            self.pending = False
+            if res != "ok":
+                return [self._c("VFIO_IOMMU_SPAPR_TCE_CREATE", dict(SPAPR_CREATE_ARG), expect_of(res))]
+            w = out                            # the slot the window took (SpaprTce.tla CreateWindow)
+            self.creates += 1
+            name = f"win{self.creates}"
+            self.win_name[w] = name
+            return [self._c("VFIO_IOMMU_SPAPR_TCE_CREATE", dict(SPAPR_CREATE_ARG),
+                            {"ret": 0, "out": {"start_addr": hx(SPAPR_WINDOW_START[w])}},
+                            save={"start_addr": name})]
+        if op == "RemoveWindow":
+            w = c["window"]
+            if res == "ok" and w == 0 and self.pending:
+                self.pending = False
+                self._req("SPAPR-TCE-REMOVE-PENDING-DEFAULT")
+            start = f"${self.win_name[w]}" if w in self.win_name else hx(SPAPR_WINDOW_START[w])
+            if res == "ok":
+                self.win_name.pop(w, None)
+            return [self._c("VFIO_IOMMU_SPAPR_TCE_REMOVE", {"start_addr": start}, expect_of(res))]
+        raise Uncertain(f"no uAPI mapping for {op}")
+
+
+CONCRETIZERS = {"type1": Type1Concretizer, "iommufd": IommufdConcretizer, "mdev": MdevConcretizer,
+                "spapr": SpaprConcretizer}
 
 
 def behaviour_steps(trace) -> list[dict]:

@@ -25,9 +25,10 @@ from pathlib import Path
 from . import tlc
 from .generate import read_constants
 from .tlavalue import parse_state, to_tla
-from .traces import PAGE, UUIDS
+from .traces import (PAGE, SPAPR_CREATE_ARG, SPAPR_PLATFORM, SPAPR_TYPES, SPAPR_USER_PAGE, SPAPR_IOMMU_PAGE,
+                     SPAPR_WINDOW_START, UUIDS, spapr_iova, spapr_window_of)
 
-MODULES = {"type1": "Type1", "iommufd": "Iommufd", "mdev": "Mdev"}
+MODULES = {"type1": "Type1", "iommufd": "Iommufd", "mdev": "Mdev", "spapr": "SpaprTce"}
 
 
 class Unrepresentable(Exception):
@@ -82,6 +83,10 @@ class Abstractor:
 
     def __init__(self, consts):
         self.c = consts
+
+    def out(self, key, extra) -> int | None:
+        """The abstract output of a step's result field `key` (None: not known)."""
+        return out_field(extra, key)
 
     def page_range(self, iova, size, maxlen_key="MaxLen"):
         iova, size = num(iova), num(size)
@@ -295,11 +300,177 @@ class MdevAbstractor(Abstractor):
         raise Unrepresentable(f"{s['call']} {path}")
 
 
-ABSTRACTORS = {"type1": Type1Abstractor, "iommufd": IommufdAbstractor, "mdev": MdevAbstractor}
+MAP_FLAGS = {"VFIO_DMA_MAP_FLAG_READ", "VFIO_DMA_MAP_FLAG_WRITE"}
+
+
+class SpaprAbstractor(Abstractor):
+    """Steps on one sPAPR container with one group -> SpaprTce.tla calls (the inverse
+    of traces.SpaprConcretizer).  Keeps a shadow of the windows and live TCEs from
+    the results, to name windows saved by TCE_CREATE and to leave out what the
+    model does not cover (MAP over a live TCE, which the kernel exchanges)."""
+    model = "spapr"
+
+    def __init__(self, consts):
+        super().__init__(consts)
+        self.container = None
+        self.groups: dict[str, bool] = {}      # group fd -> attached to the container
+        self.buf = None                        # the mmap the user pages are in
+        self.iommu = None
+        self.windows: set[int] = set()
+        self.live: set[int] = set()            # IOVA pages with a TCE
+        self.saved: dict[str, int] = {}        # name saved from TCE_CREATE's start_addr -> slot
+
+    def call(self, op, type="", iova=0, ua=0, reg=None, window=0):
+        return {"op": op, "type": type, "iova": iova, "ua": ua,
+                "reg": reg or {"ua": 0, "n": 0}, "window": window}
+
+    @staticmethod
+    def _only(results, what):
+        """Whether the step succeeded; Unrepresentable when the results do not say."""
+        if results in ({"ok"},) or "ok" not in results and "*" not in results:
+            return "ok" in results
+        raise Unrepresentable(f"{what} without a definite result")
+
+    def _user(self, v) -> int:
+        """User page of a vaddr (``buf+k*0x10000``)."""
+        m = re.fullmatch(r"(\w+)(?:\+(\w+))?", str(v).strip())
+        if not m or m.group(1) != self.buf:
+            raise Unrepresentable(f"vaddr {v!r} outside the mmap'd buffer")
+        off = num(m.group(2)) if m.group(2) else 0
+        if off % SPAPR_USER_PAGE or off // SPAPR_USER_PAGE >= self.c["NUser"]:
+            raise Unrepresentable(f"vaddr {v!r} is not one of the model's {self.c['NUser']} 64K user pages")
+        return off // SPAPR_USER_PAGE
+
+    def _addr(self, v) -> int:
+        if isinstance(v, str) and v.startswith("$"):
+            if v[1:] not in self.saved:
+                raise Unrepresentable(f"{v} is no window start saved by TCE_CREATE")
+            return SPAPR_WINDOW_START[self.saved[v[1:]]]
+        return num(v)
+
+    def _page(self, v) -> int:
+        iova = self._addr(v)
+        for p in range(self.c["NIova"]):
+            if spapr_iova(p, self.c["NIova"]) == iova:
+                return p
+        raise Unrepresentable(f"iova {iova:#x} is none of the model's IOVA pages")
+
+    def out(self, key, extra):
+        if key != "start_addr":
+            return super().out(key, extra)
+        start = ((extra or {}).get("out") or {}).get("start_addr") if isinstance(extra, dict) else None
+        if start is None:
+            return None
+        slots = [w for w, s in SPAPR_WINDOW_START.items() if s == num(start)]
+        return slots[0] if slots else -2        # another address: no slot, so no action matches
+
+    def step(self, s, results):
+        call = s["call"]
+        if call == "mmap":
+            if self.buf is None:
+                if s.get("hugepage") or num(s.get("length", 0)) < self.c["NUser"] * SPAPR_USER_PAGE:
+                    raise Unrepresentable(f"mmap of {s.get('length')} (a huge page mapping, or smaller "
+                                          f"than the model's user pages)")
+                self.buf = s["as"]
+            return None
+        if call == "open" and s["path"] == "/dev/vfio/vfio":
+            if self.container is not None:
+                raise Unrepresentable("a second container (the model has one)")
+            self.container = s["as"]
+            return None
+        if call == "open":
+            if not re.fullmatch(r"/dev/vfio/\{\w+\}", s["path"]) or results != {"ok"} and results != {"*"}:
+                raise Unrepresentable(f"open of {s['path']} (the model has one group, attached once)")
+            self.groups[s["as"]] = False
+            return None
+        if call != "ioctl":
+            raise Unrepresentable(f"call {call}")
+        cmd, arg, fd = s["cmd"], s.get("arg"), s.get("fd")
+        if fd in self.groups:
+            if cmd == "VFIO_GROUP_GET_STATUS":
+                return None
+            if cmd == "VFIO_GROUP_SET_CONTAINER" and arg == self.container and results == {"ok"} \
+                    and self.iommu is None and not any(self.groups.values()):
+                self.groups[fd] = True
+                return None
+            raise Unrepresentable(f"{cmd} on group {fd} (the model has one group attached before SET_IOMMU)")
+        if fd != self.container or self.container is None:
+            raise Unrepresentable(f"{cmd} on fd {fd!r}")
+        if isinstance(arg, dict) and ({"argsz", "flags"} & set(arg)) \
+                and cmd not in ("VFIO_IOMMU_MAP_DMA", "VFIO_IOMMU_UNMAP_DMA"):
+            raise Unrepresentable(f"{cmd} with fields the model does not vary: {arg}")
+        if cmd in ("VFIO_GET_API_VERSION", "VFIO_CHECK_EXTENSION", "VFIO_IOMMU_SPAPR_TCE_GET_INFO",
+                   "VFIO_IOMMU_GET_INFO"):
+            return None
+        if cmd != "VFIO_SET_IOMMU" and self.iommu is None:
+            raise Unrepresentable(f"{cmd} before SET_IOMMU (the model starts with the backend set)")
+        if cmd == "VFIO_SET_IOMMU":
+            t = {name: k for k, name in SPAPR_TYPES.items()}.get(arg) or {2: "v1", 7: "v2"}.get(arg)
+            if t is None or not any(self.groups.values()):
+                raise Unrepresentable(f"SET_IOMMU({arg}) " + ("(not an sPAPR type)" if t is None
+                                                               else "before a group is attached"))
+            if self.iommu is None and self._only(results, "SET_IOMMU"):
+                self.iommu, self.windows = t, {0}
+            return self.call("SetIommu", type=t), None
+        if cmd == "VFIO_IOMMU_ENABLE":
+            return self.call("Enable"), None
+        if cmd in ("VFIO_IOMMU_SPAPR_REGISTER_MEMORY", "VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY"):
+            u, size = self._user(arg.get("vaddr", 0)), num(arg.get("size", 0))
+            n = size // SPAPR_USER_PAGE
+            if size % SPAPR_USER_PAGE or not 1 <= n <= self.c["MaxLen"] or u + n > self.c["NUser"]:
+                raise Unrepresentable(f"{cmd} of {size:#x} bytes at user page {u}: not a region of the model")
+            op = "Register" if cmd.endswith("_REGISTER_MEMORY") and "UNREGISTER" not in cmd else "Unregister"
+            return self.call(op, reg={"ua": u, "n": n}), None
+        if cmd in ("VFIO_IOMMU_MAP_DMA", "VFIO_IOMMU_UNMAP_DMA"):
+            fl = arg.get("flags", 0)
+            if cmd.endswith("_MAP_DMA") and not (fl == 3 or isinstance(fl, list) and set(fl) == MAP_FLAGS) \
+                    or cmd.endswith("UNMAP_DMA") and fl not in (0, [], None) or "argsz" in arg:
+                raise Unrepresentable(f"{cmd} flags {fl!r}")
+            if num(arg.get("size", 0)) != SPAPR_IOMMU_PAGE:
+                raise Unrepresentable(f"{cmd} of {arg.get('size')} bytes (the model maps one 4K IOMMU page)")
+            p = self._page(arg.get("iova", 0))
+            if cmd.endswith("UNMAP_DMA"):
+                if results != {"*"} and "ok" in results:
+                    self.live.discard(p)
+                return self.call("Unmap", iova=p), None
+            if p in self.live:
+                raise Unrepresentable(f"MAP_DMA over the live TCE at {arg.get('iova')} "
+                                      f"(the kernel exchanges it; not modelled)")
+            if self._only(results, "MAP_DMA"):
+                self.live.add(p)
+            return self.call("Map", iova=p, ua=self._user(arg.get("vaddr", 0))), None
+        if cmd == "VFIO_IOMMU_SPAPR_TCE_CREATE":
+            given = {k: num(v) for k, v in (arg or {}).items()}
+            if given != {k: num(v) for k, v in SPAPR_CREATE_ARG.items()}:
+                raise Unrepresentable(f"TCE_CREATE {arg} (the model's windows are 4K pages of tce32_size, one level)")
+            if self.iommu == "v2" and self._only(results, "TCE_CREATE"):
+                w = 0 if 0 not in self.windows else 1
+                self.windows.add(w)
+                for fld, name in (s.get("save") or {}).items():
+                    if fld == "start_addr":
+                        self.saved[name] = w
+            return self.call("CreateWindow"), "start_addr"
+        if cmd == "VFIO_IOMMU_SPAPR_TCE_REMOVE":
+            start = self._addr((arg or {}).get("start_addr", 0))
+            slots = [w for w, a in SPAPR_WINDOW_START.items() if a == start]
+            if not slots:
+                raise Unrepresentable(f"TCE_REMOVE at {start:#x}, not a window start of the model")
+            w = slots[0]
+            if self.iommu == "v2" and self._only(results, "TCE_REMOVE"):
+                self.windows.discard(w)
+                self.live -= {p for p in self.live if spapr_window_of(p, self.c["NIova"]) == w}
+            return self.call("RemoveWindow", window=w), None
+        raise Unrepresentable(f"ioctl {cmd}")
+
+
+ABSTRACTORS = {"type1": Type1Abstractor, "iommufd": IommufdAbstractor, "mdev": MdevAbstractor,
+               "spapr": SpaprAbstractor}
 
 
 def model_of(doc) -> str:
     text = json.dumps(doc["steps"])
+    if ((doc.get("platform") or {}).get("iommu") or {}).get("kind") == "spapr":
+        return "spapr"
     if "/dev/iommu" in text or "/dev/vfio/devices/" in text:
         return "iommufd"
     if "/dev/vfio/vfio" in text:
@@ -346,7 +517,8 @@ class Report:
 
 
 def _fmt_call(call, res, out):
-    args = ", ".join(f"{k}={v!r}" for k, v in call.items() if k != "op" and v not in ("", 0))
+    args = ", ".join(f"{k}={v!r}" for k, v in call.items()
+                     if k != "op" and v not in ("", 0) and not (isinstance(v, dict) and not any(v.values())))
     return f"{call['op']}({args}) -> {res}" + (f" [out {out}]" if out else "")
 
 
@@ -376,6 +548,8 @@ def check_platform(model: str, platform: dict, consts: dict) -> None:
     with interrupt remapping, kernel 6.12, root, groups of vfio-pci devices only.
     Anything else is outside them (Unrepresentable)."""
     platform = platform or {}
+    if model == "spapr":
+        return check_spapr_platform(platform)
     extra = set(platform) - {"groups", "mdev_parents"}
     if extra:
         raise Unrepresentable(f"platform keys {sorted(extra)} (the models assume the default platform)")
@@ -388,6 +562,38 @@ def check_platform(model: str, platform: dict, consts: dict) -> None:
             for t, ts in spec.get("types", {}).items():
                 if parent != "mtty" or (t in consts["Types"] and ts.get("available_instances") != consts["Total"]):
                     raise Unrepresentable(f"mdev parent {parent} type {t} differs from the model's")
+
+
+def check_spapr_platform(platform: dict) -> None:
+    """The sPAPR model's platform is the pseries guest (traces.SPAPR_PLATFORM, the
+    reference's sPAPR defaults): its window placement and slot-0 rule are those of
+    pseries' spapr_tce_create_table (6.10+), one group of vfio-pci devices, a
+    process with CAP_IPC_LOCK (v1 ENABLE charges the whole 1 GiB window); any
+    page size (the model's user pages are 64K, its IOMMU pages 4K)."""
+    from vfiospec.reference.platform import PlatformError, parse_platform
+
+    try:
+        have, want = parse_platform(platform), parse_platform(SPAPR_PLATFORM)
+    except PlatformError as exc:
+        raise Unrepresentable(f"platform: {exc}") from None
+    fields = ("kind", "pgsizes", "dma32_window", "max_windows", "levels", "ddw")
+    diff = [f for f in fields if getattr(have.iommu, f) != getattr(want.iommu, f)]
+    if diff:
+        raise Unrepresentable("iommu " + ", ".join(f"{f} {getattr(have.iommu, f)!r}" for f in diff)
+                              + " differ from the model's pseries platform")
+    if have.kernel < (6, 10):
+        raise Unrepresentable(f"kernel {platform.get('kernel')!r} (the model's pseries window rules are 6.10+)")
+    if have.vfio_container != "vfio":
+        raise Unrepresentable(f"vfio_container {have.vfio_container!r}")
+    if "CAP_IPC_LOCK" not in have.caps:
+        raise Unrepresentable("a process without CAP_IPC_LOCK (the model has no locked_vm limit)")
+    if platform.get("mdev_parents") or set(platform.get("params") or {}) - {"transparent_hugepage"}:
+        raise Unrepresentable("mdev parents or module parameters (outside the model)")
+    if len(have.groups) != 1:
+        raise Unrepresentable(f"{len(have.groups)} groups (the model has one)")
+    for dev in have.devices.values():
+        if dev.driver != "vfio-pci":
+            raise Unrepresentable(f"device {dev.name} bound to {dev.driver!r} (the model assumes vfio-pci)")
 
 
 def validate_doc(doc: dict, timeout: float = 600) -> Report:
@@ -424,7 +630,7 @@ def validate_doc(doc: dict, timeout: float = 600) -> Report:
         if outkey == "alloc":
             out = call["ioas"]
         elif outkey and "ok" in results:
-            out = out_field(extra, outkey)
+            out = ab.out(outkey, extra)
         entries.append((call, results, out))
         index.append(k)
     rep.steps_checked = len(entries)

@@ -4,6 +4,7 @@ the initramfs writer, stock-kernel module ordering."""
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -121,7 +122,8 @@ def test_trace_fits_compares_the_platform_with_the_guest():
     assert trace_fits(_T({"vfio_container": "iommufd"}), {**FEATS, "container": "iommufd"})[0]
     assert not trace_fits(_T({"kernel": "6.18"}), FEATS)[0]
     assert not trace_fits(_T({"groups": {"g1": {"devices": {"dev1": "vfio-pci"}}}}), FEATS)[0]
-    assert not trace_fits(_T({"process": {"caps": []}}), FEATS)[0]
+    assert trace_fits(_T({"process": {"caps": [], "rlimit_memlock": 4096}}), FEATS)[0]
+    assert not trace_fits(_T({"process": {"caps": ["CAP_SYS_ADMIN"]}}), FEATS)[0]
     iommufd = [{"call": "open", "path": "/dev/iommu", "as": "i"}]
     assert trace_fits(_T({}, iommufd), FEATS)[0]
     assert not trace_fits(_T({}, iommufd), {**FEATS, "iommufd": False})[0]
@@ -131,3 +133,35 @@ def test_trace_fits_compares_the_platform_with_the_guest():
     mt["mdev_parents"]["mtty"]["types"]["mtty-1"]["available_instances"] = 24
     assert trace_fits(_T(mt), FEATS, guest=guest)[0]
     assert not trace_fits(_T(mt), {**FEATS, "mtty": False}, guest=guest)[0]
+
+
+def test_stateful_modes_follow_the_kernels_features():
+    from vfiospec.lane import stateful_modes
+    from vfiospec.conformance.stateful import MODES
+    assert stateful_modes(FEATS) == ["type1", "type1v2", "iommufd", "mdev"]
+    assert stateful_modes({"container": "iommufd", "iommufd": True, "cdev": True, "mtty": True}) == \
+        ["iommufd-compat-type1", "iommufd-compat-type1v2", "iommufd", "mdev"]
+    assert stateful_modes({"container": "vfio", "iommufd": False, "cdev": False, "mtty": False}) == ["type1", "type1v2"]
+    assert set(stateful_modes(FEATS)) <= set(MODES)
+
+
+def test_trace_fits_knows_whether_the_kernel_has_thp():
+    thp = _T({"params": {"transparent_hugepage": True}})
+    no_thp = _T({"params": {"transparent_hugepage": False}})
+    assert trace_fits(thp, {**FEATS, "thp": True})[0] and not trace_fits(no_thp, {**FEATS, "thp": True})[0]
+    assert trace_fits(no_thp, {**FEATS, "thp": False})[0] and not trace_fits(thp, {**FEATS, "thp": False})[0]
+
+
+def test_the_x86_guest_says_what_it_is():
+    """/init's hello platform carries QEMU's VT-d, the params (THP as the kernel has it)
+    and the edu device without reset, so stateful runs take them (stateful.mode_on)."""
+    from vfiospec.lane import X86_GUEST_IOMMU, x86
+    from vfiospec.reference.platform import parse_platform
+    assert "@IOMMU@" in x86.INIT and "transparent_hugepage" in x86.INIT
+    line = [ln for ln in x86.INIT.splitlines() if ln.startswith("printf '{\"target\"")][0]
+    fmt = line[len("printf '"):line.rindex("\\n'")]
+    doc = json.loads((fmt.replace("@IOMMU@", json.dumps(X86_GUEST_IOMMU)).replace("@DMA_ENTRY_LIMIT@", "65535")
+                      .replace("@SERIES@", "6.12").replace("@CONTAINER@", "vfio").replace("@KERNEL@", "k"))
+                     % ("6.12.117", "false", "3", "vfio-pci", ""))
+    p = parse_platform(doc["platform"])
+    assert p.iommu.coherent is False and p.transparent_hugepage is False and p.devices["dev0"].reset is False

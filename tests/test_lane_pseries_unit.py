@@ -51,13 +51,41 @@ def test_qemu_argv_keeps_edu_alone_and_uses_vof():
 
 def test_platform_mismatch():
     spapr = {"iommu": {"kind": "spapr"}}
-    assert pseries.platform_mismatch(spapr, "4k") is None
-    assert pseries.platform_mismatch(spapr, "64k") is None
+    assert pseries.platform_mismatch(spapr, "4k", []) is None
+    assert pseries.platform_mismatch(spapr, "64k", []) is None
     assert "sPAPR" in pseries.platform_mismatch({}, "4k")
     assert "sPAPR" in pseries.platform_mismatch({"iommu": {"kind": "vtd"}}, "4k")
     p64 = {"iommu": {"kind": "spapr"}, "process": {"page_size": 65536}}
-    assert pseries.platform_mismatch(p64, "64k") is None
-    assert "65536" in pseries.platform_mismatch(p64, "4k")
+    assert pseries.platform_mismatch(p64, "64k", []) is None
+    assert "65536" in pseries.platform_mismatch(p64, "4k", [])
+
+
+def test_platform_mismatch_counts_what_the_steps_use():
+    """The reference's sPAPR default has EEH; the guest's edu is not EEH-capable."""
+    spapr = {"iommu": {"kind": "spapr"}}
+    eeh = [{"call": "ioctl", "fd": "container", "cmd": "VFIO_EEH_PE_OP", "arg": {"op": "VFIO_EEH_PE_ENABLE"}}]
+    assert "iommu.eeh" in pseries.platform_mismatch(spapr, "4k", eeh)
+    assert "iommu.eeh" in pseries.platform_mismatch(spapr, "4k")       # no steps: everything counts
+    assert pseries.platform_mismatch({"iommu": {"kind": "spapr", "eeh": False}}, "4k", eeh) is None
+    create = [{"call": "ioctl", "fd": "container", "cmd": "VFIO_IOMMU_SPAPR_TCE_CREATE"}]
+    assert "iommu.ddw" in pseries.platform_mismatch({"iommu": {"kind": "spapr", "ddw": False}}, "4k", create)
+    assert pseries.platform_mismatch({"iommu": {"kind": "spapr", "ddw": False}}, "4k", []) is None
+    assert "dma32_window" in pseries.platform_mismatch(
+        {"iommu": {"kind": "spapr", "dma32_window": [0, "0x10000000"]}}, "4k", [])
+
+
+def test_platform_mismatch_machine():
+    spapr = {"iommu": {"kind": "spapr"}}
+    two = {**spapr, "groups": {"g0": {"devices": {"dev0": "vfio-pci"}}, "g1": {"devices": {"dev1": "vfio-pci"}}}}
+    assert "one group" in pseries.platform_mismatch(two, "4k", [])
+    one = {**spapr, "groups": {"g0": {"devices": {"dev0": {"driver": "vfio-pci"}}}}}
+    assert pseries.platform_mismatch(one, "4k", []) is None
+    # the agent takes a trace's RLIMIT_MEMLOCK and drops capabilities for it
+    assert pseries.platform_mismatch({**spapr, "process": {"rlimit_memlock": 4096, "caps": []}}, "4k", []) is None
+    assert "caps" in pseries.platform_mismatch({**spapr, "process": {"caps": ["CAP_SYS_ADMIN"]}}, "4k", [])
+    assert "platform" in pseries.platform_mismatch({"iommu": {"kind": "spapr", "levels": "x"}}, "4k", [])
+    huge = [{"call": "mmap", "length": "0x400000", "as": "huge", "hugepage": True}]
+    assert "TRANSPARENT_HUGEPAGE" in pseries.platform_mismatch(spapr, "4k", huge)
 
 
 def test_guest_platform_matches_page_size():
@@ -124,3 +152,116 @@ def test_write_reports_side_by_side(tmp_path):
     assert "| t1 | PASS (4.5 s) | PASS (4.5 s) | a.c:1 |" in text
     assert "| EINVAL | ret 0 |" in text and "## Notes" in text
     assert set(json.loads(raw.read_text())["runs"]) == {"4k", "64k"}
+
+
+def test_poisons_phb_only_after_the_platform_refused_a_window():
+    create = {"call": "ioctl", "fd": "container", "cmd": "VFIO_IOMMU_SPAPR_TCE_CREATE"}
+    for errno in ("ENODEV", "EPERM", "ENOMEM", "EBUSY"):
+        assert pseries.poisons_phb(create, {"ret": -1, "errno": errno})
+    for errno in ("EINVAL", "ENOSPC", "EFAULT", "ENOTTY", "ENXIO"):      # VFIO's own checks
+        assert not pseries.poisons_phb(create, {"ret": -1, "errno": errno})
+    assert not pseries.poisons_phb(create, {"ret": 0, "errno": None})
+    assert pseries.poisons_phb(create, {"error": "guest agent: timeout"})
+    remove = {"call": "ioctl", "fd": "container", "cmd": "VFIO_IOMMU_SPAPR_TCE_REMOVE"}
+    assert not pseries.poisons_phb(remove, {"ret": -1, "errno": "ENODEV"})
+
+
+class _FakeGuest:
+    """A booted guest as Lane sees it: answers requests, restarts its agent, powers off."""
+    booted: list = []
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.number = len(_FakeGuest.booted) + 1
+        self.restarts = self.finished = 0
+        self.bridge = type("Bridge", (), {"proc": None})()
+        _FakeGuest.booted.append(self)
+
+    def request(self, msg, timeout=120):
+        if msg.get("type") == "hello":
+            return {"type": "hello", "target": "agent"}
+        if msg.get("type") in ("begin", "end"):
+            return {"ok": True}
+        return self.answers(msg["step"])
+
+    def restart_agent(self):
+        self.restarts += 1
+        return [f"warning of agent {self.restarts} on boot {self.number}"]
+
+    def finish(self):
+        self.finished += 1
+        return ["warning at poweroff"]
+
+    def console(self):
+        return ""
+
+    def warnings_since_mark(self):
+        return ["Oops: Kernel access of bad area, sig: 11 [#1]"]
+
+    def stop(self):
+        pass
+
+
+def _lane(monkeypatch, answers, fresh=False):
+    _FakeGuest.booted = []
+    monkeypatch.setattr(pseries.common, "ensure_packages", lambda pkgs: None)
+    lane = pseries.Lane("4k", fresh=fresh, preboot=False)
+    monkeypatch.setattr(lane, "_start_guest", lambda: _FakeGuest(answers))
+    return lane
+
+
+def _trace(lane, steps):
+    lane.begin({"type": "begin", "trace": "t", "platform": {"iommu": {"kind": "spapr", "eeh": False}}})
+    for s in steps:
+        lane.step({"type": "step", "step": s})
+    return lane.end({"type": "end"})
+
+
+def test_lane_reuses_its_guest_with_a_new_agent_per_trace(monkeypatch):
+    lane = _lane(monkeypatch, lambda s: {"ret": 0, "errno": None})
+    info = {"call": "ioctl", "fd": "container", "cmd": "VFIO_IOMMU_SPAPR_TCE_GET_INFO"}
+    a, b = _trace(lane, [info]), _trace(lane, [info])
+    assert len(_FakeGuest.booted) == 1 and _FakeGuest.booted[0].restarts == 2
+    assert a["guest"] == {"boot": 1, "new": True} and b["guest"] == {"boot": 1, "new": False}
+    assert b["kernel_warnings"] == ["warning of agent 2 on boot 1"]
+
+
+def test_lane_reboots_after_a_trace_that_poisoned_the_phb(monkeypatch):
+    refuse = lambda s: {"ret": -1, "errno": "ENODEV"} if s.get("cmd") == "VFIO_IOMMU_SPAPR_TCE_CREATE" \
+        else {"ret": 0, "errno": None}  # noqa: E731
+    lane = _lane(monkeypatch, refuse)
+    create = {"call": "ioctl", "fd": "container", "cmd": "VFIO_IOMMU_SPAPR_TCE_CREATE"}
+    a = _trace(lane, [create])
+    assert a["guest"] == {"boot": 1, "new": True, "rebooted": "phb"}
+    assert a["kernel_warnings"] == ["warning at poweroff"] and _FakeGuest.booted[0].finished == 1
+    b = _trace(lane, [])
+    assert b["guest"] == {"boot": 2, "new": True} and lane.reboots["phb"] == 1
+
+
+def test_lane_fresh_boots_a_guest_per_trace(monkeypatch):
+    lane = _lane(monkeypatch, lambda s: {"ret": 0, "errno": None}, fresh=True)
+    _trace(lane, [])
+    _trace(lane, [])
+    assert [g.finished for g in _FakeGuest.booted] == [1, 1] and lane.reboots["fresh"] == 2
+
+
+def test_lane_reports_a_dead_agent_and_boots_again(monkeypatch):
+    def dies(s):
+        raise EOFError("agent channel closed")
+    lane = _lane(monkeypatch, dies)
+    lane.begin({"type": "begin", "trace": "t", "platform": {"iommu": {"kind": "spapr", "eeh": False}}})
+    ans = lane.step({"type": "step", "step": {"call": "open", "path": "/dev/vfio/vfio"}})
+    assert "agent channel closed" in ans["error"]
+    assert "earlier step" in lane.step({"type": "step", "step": {"call": "close", "fd": "c"}})["unsupported"]
+    end = lane.end({"type": "end"})
+    assert end["guest"] == {"crashed": True} and end["kernel_warnings"][0].startswith("Oops")
+    assert _trace(lane, [])["guest"]["boot"] == 2 and lane.reboots["crash"] == 1
+
+
+def test_warning_place_names_the_file_or_the_oops():
+    assert pseries.warning_place("WARNING: CPU: 0 PID: 53 at drivers/vfio/vfio_iommu_spapr_tce.c:371 0xc0000000002") \
+        == "drivers/vfio/vfio_iommu_spapr_tce.c:371"
+    assert pseries.warning_place("WARNING: mm/vmalloc.c:4037 at 0xc000000000153f10, CPU#0: vfiospec-agent/49") \
+        == "mm/vmalloc.c:4037"
+    assert pseries.warning_place("BUG: Unable to handle kernel data access on read at 0xc008000001040000") \
+        == "BUG: Unable to handle kernel data access on read"

@@ -1,10 +1,12 @@
 """Implementation -> spec: `vfiospec validate` checks a recorded run against the
 TLA+ model with TLC; a reference run is accepted, a hand-made divergent trace
-is rejected naming its step (spec/validate.py)."""
+is rejected naming its step (spec/validate.py).  sPAPR traces are checked
+against spec/models/spapr on the pseries platform."""
 
 import copy
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +113,85 @@ def test_divergent_reference_run_is_rejected(reports):
     assert rep.spec_says == ["EINVAL"]          # already bound (the group open failed)
     assert "Bind(dev='dev0') -> EINVAL" in rep.enabled
     assert "REJECTED spec-iommufd-bind-twice: step 10" in rep.text()
+
+
+# ---------------------------------------------------------------- sPAPR
+DDW = "0x800000000000000"
+CREATE = {"page_shift": 12, "window_size": "0x40000000", "levels": 1}
+
+
+def _spapr(cmd, arg=None, expect="ok", **kw):
+    s = {"call": "ioctl", "fd": "container", "cmd": cmd}
+    if arg is not None:
+        s["arg"] = arg
+    return {**s, "expect": expect, **kw}
+
+
+SPAPR = {
+    "vfiospec": 1, "name": "spec-spapr-v2-windows-leak",
+    "description": "v2 on pseries: a region unregistered while mapped stays mappable; slot 0 beside a DDW is EPERM",
+    "platform": {"kernel": "6.12", "iommu": {"kind": "spapr", "eeh": False}, "groups": {"g0": {"devices": {"dev0": "vfio-pci"}}}},
+    "steps": [
+        {"call": "open", "path": "/dev/vfio/vfio", "as": "container"},
+        {"call": "open", "path": "/dev/vfio/{g0}", "as": "g0"},
+        {"call": "ioctl", "fd": "g0", "cmd": "VFIO_GROUP_SET_CONTAINER", "arg": "container", "expect": "ok"},
+        {"call": "mmap", "length": "0x20000", "as": "buf"},
+        _spapr("VFIO_SET_IOMMU", "VFIO_SPAPR_TCE_v2_IOMMU"),
+        _spapr("VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY", {"vaddr": "buf", "size": "0x10000"}, {"errno": "EPERM"}),
+        _spapr("VFIO_IOMMU_SPAPR_REGISTER_MEMORY", {"vaddr": "buf", "size": "0x10000"}),
+        _spapr("VFIO_IOMMU_MAP_DMA", {"flags": MAPF, "vaddr": "buf", "iova": 0, "size": "0x1000"}),
+        _spapr("VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY", {"vaddr": "buf", "size": "0x10000"}),
+        _spapr("VFIO_IOMMU_SPAPR_REGISTER_MEMORY", {"vaddr": "buf", "size": "0x20000"}, {"errno": "EINVAL"}),
+        _spapr("VFIO_IOMMU_SPAPR_TCE_CREATE", CREATE, {"ret": 0, "out": {"start_addr": DDW}}, save={"start_addr": "win"}),
+        _spapr("VFIO_IOMMU_MAP_DMA", {"flags": MAPF, "vaddr": "buf", "iova": "$win", "size": "0x1000"}),
+        _spapr("VFIO_IOMMU_SPAPR_TCE_REMOVE", {"start_addr": 0}),
+        _spapr("VFIO_IOMMU_SPAPR_TCE_CREATE", CREATE, {"errno": "EPERM"}),
+        _spapr("VFIO_IOMMU_SPAPR_TCE_REMOVE", {"start_addr": "$win"}),
+        _spapr("VFIO_IOMMU_SPAPR_TCE_CREATE", CREATE, {"ret": 0, "out": {"start_addr": 0}}),
+        _spapr("VFIO_IOMMU_MAP_DMA", {"flags": MAPF, "vaddr": "buf+0x10000", "iova": 0, "size": "0x1000"}, {"errno": "EINVAL"}),
+        _spapr("VFIO_IOMMU_UNMAP_DMA", {"iova": DDW, "size": "0x1000"}, {"errno": "ENXIO"}),
+    ]}
+
+
+def _divergent_spapr():
+    d = copy.deepcopy(SPAPR)
+    d["name"] = "spec-spapr-leaked-unmappable"
+    d["steps"][11]["expect"] = {"errno": "EINVAL"}     # claims the leaked region no longer maps
+    return d
+
+
+@pytest.fixture(scope="module")
+def spapr_reports():
+    shipped = Path(__file__).resolve().parent.parent / "conformance" / "traces"
+    runs = {"hand": SPAPR, "bad": _divergent_spapr(), "ref": recorded_run(SPAPR, "reference"),
+            "shipped": json.loads((shipped / "generated" / "gen-spapr-s714-d30.json").read_text()),
+            "kernel": json.loads((shipped / "spapr-kernel" / "spapr-kernel-tce-create.json").read_text())}
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        futs = {k: ex.submit(validate_doc, d) for k, d in runs.items()}
+        return {k: f.result() for k, f in futs.items()}
+
+
+def test_spapr_trace_is_accepted(spapr_reports):
+    rep = spapr_reports["hand"]
+    assert rep.accepted, rep.text()
+    assert rep.model == "spapr" and rep.steps_checked == 14 and rep.skipped == [0, 1, 2, 3]
+
+
+def test_spapr_reference_run_and_shipped_generated_trace_are_accepted(spapr_reports):
+    for k in ("ref", "shipped"):
+        rep = spapr_reports[k]
+        assert rep.accepted and rep.model == "spapr", rep.text()
+
+
+def test_divergent_spapr_trace_is_rejected_naming_the_step(spapr_reports):
+    rep = spapr_reports["bad"]
+    assert not rep.accepted and rep.diverged_at == 11
+    assert rep.spec_says == ["ok"]
+    assert "Map(iova=1) -> ok" in rep.enabled and "CreateWindow() -> ENOSPC" in rep.enabled
+    assert "REJECTED spec-spapr-leaked-unmappable: step 11" in rep.text()
+
+
+def test_spapr_steps_outside_the_model_are_unknown(spapr_reports):
+    rep = spapr_reports["kernel"]           # a 64K-page window: the model's windows have 4K pages
+    assert not rep.accepted and not rep.complete and rep.diverged_at is None
+    assert "step 4 is outside the model: TCE_CREATE" in rep.note

@@ -63,3 +63,38 @@ def test_bad_waiver_file_is_a_precise_error(tmp_path):
     wf.write_text('[[waiver]]\nid = "X"\nreason = "r"\nobserved = "EWHAT"\n')
     with pytest.raises(WaiverError, match=r"waiver\[0\] \(X\): observed"):
         load_waivers(wf)
+
+
+def test_a_crash_is_waived_by_observed_crash_and_the_steps_left_undone_follow_it():
+    """A target that dies answering a step (a kernel oops) gives an ERROR step; a
+    waiver with observed = "crash" makes it XFAIL, and the trace, whose later steps
+    the dead target could not do (UNSUPPORTED), is XFAIL."""
+    from vfiospec.conformance.judge import Observed
+    from vfiospec.conformance.targets.base import Session, Target
+
+    class Dies(Target):
+        name = "dies"
+
+        def begin(self, trace):
+            ref = get_target("reference").begin(trace)
+            n = [0]
+
+            class S(Session):
+                def perform(self, step):
+                    n[0] += 1
+                    if n[0] == 2:
+                        return Observed(ret=None, error="guest agent: agent channel closed")
+                    if n[0] > 2:
+                        return Observed(ret=None, unsupported="the guest died at an earlier step")
+                    return ref.perform(step)
+            return S()
+    t = parse_trace({**TRACE, "steps": TRACE["steps"] + [{"call": "close", "fd": "c"}]}, "w.json")
+    tr = run_trace(t, Dies())
+    ctx = {"target": "dies", "kernel": (6, 12), "mode": "traces"}
+    w = Waiver("OOPS", "r", call="VFIO_SET_IOMMU", expected="ok", observed="crash")
+    d = judge_with_waivers(tr, [w], ctx)
+    assert [s["verdict"] for s in d["steps"]] == ["PASS", "XFAIL", "UNSUPPORTED"] and d["verdict"] == "XFAIL"
+    assert w.hits == 1
+    # a waiver expecting an errno does not cover a crash
+    d = judge_with_waivers(run_trace(t, Dies()), [Waiver("E", "r", call="VFIO_SET_IOMMU", observed="EINVAL")], ctx)
+    assert d["steps"][1]["verdict"] == "ERROR" and d["verdict"] == "ERROR"

@@ -9,15 +9,23 @@
 (* arch/powerpc/mm/book3s64/iommu_api.c (mm_iommu_do_alloc, mm_iommu_get, *)
 (* mm_iommu_put).                                                          *)
 (*                                                                         *)
-(* One container with one group attached.  Window 0 is the default 32-bit  *)
-(* window (pending from SET_IOMMU, removable in v2), window w covers the   *)
-(* IOVA pages WinPages(w).  User memory is pages 0..NUser-1.               *)
+(* One container with one group attached.  A window is named by its slot   *)
+(* (tce_iommu_find_table's container->tables[]): slot 0 holds the default  *)
+(* 32-bit window (pending from SET_IOMMU, removable in v2), slot 1 a       *)
+(* dynamic window; window w covers the IOVA pages WinPages(w).  User       *)
+(* memory is pages 0..NUser-1.  The platform is pseries under QEMU         *)
+(* (spapr_tce_create_table): TCE_CREATE takes the first free slot; slot 0  *)
+(* is the default window restored at its start (the generated traces ask   *)
+(* for 4K pages and tce32_size), slot 1 a dynamic window at 1 << 59, and   *)
+(* slot 0 while slot 1 holds a window is EPERM.                            *)
 (*                                                                         *)
 (* UNREGISTER of a region TCEs still point into returns 0 on 6.12 (the     *)
 (* container's reference goes first, the EBUSY of the last mm_iommu_put is *)
 (* ignored): the region leaves the container's list and stays pinned --    *)
 (* observed on a 6.12.107 pseries guest, kernel-semantics.md #61.  We      *)
-(* model that: `leaked` collects such regions, and they never come back.   *)
+(* model that: `leaked` collects such regions, and they never come back:   *)
+(* they stay in the mm's list, so MAP finds them (mm_iommu_lookup), a new  *)
+(* overlapping registration is EINVAL and the identical one shares them.   *)
 (***************************************************************************)
 EXTENDS Integers, FiniteSets
 
@@ -47,6 +55,7 @@ Covers(r, u) == r.ua <= u /\ u <= LastU(r)
 OverlapR(a, b) == a.ua <= LastU(b) /\ b.ua <= LastU(a)
 InWindow(p) == \E w \in windows : p \in WinPages(w)
 Mapped(r) == \E p \in Iovas : tces[p] # -1 /\ Covers(r, tces[p])
+MmRegs == regs \cup leaked      \* the mm's list (mm->context.iommu_group_mem_list)
 
 NoReg == [ua |-> 0, n |-> 0]
 Call(op, t, p, u, r, w) == [op |-> op, type |-> t, iova |-> p, ua |-> u, reg |-> r, window |-> w]
@@ -79,13 +88,16 @@ Enable ==
                      /\ UNCHANGED <<iommu, windows, tces, regs, leaked>>
 
 (* VFIO_IOMMU_SPAPR_REGISTER_MEMORY (v2; v1 ENOTTY): the identical region again is
-   EBUSY (SPAPR-PREREG-TWICE), an overlapping one EINVAL (SPAPR-PREREG-OVERLAP); the
-   first success enables the container (SPAPR-V2-ENABLED-BY-REGISTER). *)
+   EBUSY (SPAPR-PREREG-TWICE), a region overlapping one of the mm's EINVAL
+   (SPAPR-PREREG-OVERLAP), a leaked region again is shared (mm_iommu_get finds it:
+   SPAPR-PREREG-UNREGISTER-MAPPED); the first success enables the container
+   (SPAPR-V2-ENABLED-BY-REGISTER). *)
 Register(r) ==
     /\ iommu # "none" /\ Valid(r)
     /\ CASE iommu = "v1" -> Ret("Register", "", 0, 0, r, 0, "ENOTTY") /\ Unchanged
          [] r \in regs -> Ret("Register", "", 0, 0, r, 0, "EBUSY") /\ Unchanged
-         [] \E x \in regs : OverlapR(x, r) -> Ret("Register", "", 0, 0, r, 0, "EINVAL") /\ Unchanged
+         [] r \notin leaked /\ \E x \in MmRegs : OverlapR(x, r) ->
+                Ret("Register", "", 0, 0, r, 0, "EINVAL") /\ Unchanged
          [] OTHER -> /\ Ret("Register", "", 0, 0, r, 0, "ok")
                      /\ regs' = regs \cup {r} /\ enabled' = TRUE /\ mmSet' = TRUE
                      /\ UNCHANGED <<iommu, windows, tces, leaked>>
@@ -106,13 +118,14 @@ Unregister(r) ==
 
 (* VFIO_IOMMU_MAP_DMA of one IOMMU page: EPERM until enabled (SPAPR-MAP-NOT-ENABLED),
    ENXIO outside every window (SPAPR-MAP-OUTSIDE-WINDOWS), v2 EINVAL unless the user
-   page is pre-registered (SPAPR-V2-MAP-PREREG-ONLY).  Mapping over a live TCE is not
+   page lies in a region of the mm, leaked ones included (tce_iommu_build_v2 ->
+   mm_iommu_lookup; SPAPR-V2-MAP-PREREG-ONLY).  Mapping over a live TCE is not
    modelled (the kernel exchanges the entry). *)
 Map(p, u) ==
     /\ iommu # "none" /\ tces[p] = -1
     /\ CASE ~enabled -> Ret("Map", "", p, u, NoReg, 0, "EPERM") /\ Unchanged
          [] ~InWindow(p) -> Ret("Map", "", p, u, NoReg, 0, "ENXIO") /\ Unchanged
-         [] iommu = "v2" /\ ~\E x \in regs : Covers(x, u) -> Ret("Map", "", p, u, NoReg, 0, "EINVAL") /\ Unchanged
+         [] iommu = "v2" /\ ~\E x \in MmRegs : Covers(x, u) -> Ret("Map", "", p, u, NoReg, 0, "EINVAL") /\ Unchanged
          [] OTHER -> /\ Ret("Map", "", p, u, NoReg, 0, "ok")
                      /\ tces' = [tces EXCEPT ![p] = u]
                      /\ UNCHANGED <<iommu, enabled, mmSet, windows, regs, leaked>>
@@ -127,27 +140,35 @@ Unmap(p) ==
                      /\ tces' = [tces EXCEPT ![p] = -1]
                      /\ UNCHANGED <<iommu, enabled, mmSet, windows, regs, leaked>>
 
-(* VFIO_IOMMU_SPAPR_TCE_CREATE (v2; v1 ENOTTY): the second DDW slot, ENOSPC when both
-   windows exist (SPAPR-TCE-CREATE-MAX-WINDOWS).  The platform picks the bus address. *)
+(* VFIO_IOMMU_SPAPR_TCE_CREATE (v2; v1 ENOTTY): records the mm, then the first free
+   slot (tce_iommu_create_window), ENOSPC when both windows exist
+   (SPAPR-TCE-CREATE-MAX-WINDOWS).  pseries (spapr_tce_create_table): slot 0 while
+   slot 1 holds a dynamic window is EPERM (SPAPR-TCE-CREATE-PLATFORM-START).  The call
+   has no abstract argument; the slot the window took is its output (lastOut). *)
 CreateWindow ==
     /\ iommu # "none"
-    /\ CASE iommu = "v1" -> Ret("CreateWindow", "", 0, 0, NoReg, 1, "ENOTTY") /\ Unchanged
-         [] windows = {0, 1} -> Ret("CreateWindow", "", 0, 0, NoReg, 1, "ENOSPC") /\ Unchanged
-         [] OTHER -> LET w == IF 1 \in windows THEN 0 ELSE 1 IN
-                     /\ Ret("CreateWindow", "", 0, 0, NoReg, w, "ok")
+    /\ CASE iommu = "v1" -> Ret("CreateWindow", "", 0, 0, NoReg, 0, "ENOTTY") /\ Unchanged
+         [] windows = {0, 1} -> Ret("CreateWindow", "", 0, 0, NoReg, 0, "ENOSPC") /\ Unchanged
+         [] windows = {1} -> Ret("CreateWindow", "", 0, 0, NoReg, 0, "EPERM") /\ Unchanged
+         [] OTHER -> LET w == IF 0 \in windows THEN 1 ELSE 0 IN
+                     /\ lastCall' = Call("CreateWindow", "", 0, 0, NoReg, 0)
+                     /\ lastResult' = "ok" /\ lastOut' = w     \* the slot: start_addr 0 or 1 << 59
                      /\ windows' = windows \cup {w} /\ mmSet' = TRUE
                      /\ UNCHANGED <<iommu, enabled, tces, regs, leaked>>
 
-(* VFIO_IOMMU_SPAPR_TCE_REMOVE (v2): EINVAL unless a window starts there
+(* VFIO_IOMMU_SPAPR_TCE_REMOVE (v2): records the mm (tce_iommu_mm_set, so a later
+   UNREGISTER is no longer EPERM), then EINVAL unless a window starts there
    (SPAPR-TCE-REMOVE-NO-WINDOW); removing clears its TCEs (SPAPR-TCE-REMOVE). *)
 RemoveWindow(w) ==
     /\ iommu # "none"
     /\ CASE iommu = "v1" -> Ret("RemoveWindow", "", 0, 0, NoReg, w, "ENOTTY") /\ Unchanged
-         [] w \notin windows -> Ret("RemoveWindow", "", 0, 0, NoReg, w, "EINVAL") /\ Unchanged
+         [] w \notin windows -> /\ Ret("RemoveWindow", "", 0, 0, NoReg, w, "EINVAL")
+                                /\ mmSet' = TRUE
+                                /\ UNCHANGED <<iommu, enabled, windows, tces, regs, leaked>>
          [] OTHER -> /\ Ret("RemoveWindow", "", 0, 0, NoReg, w, "ok")
-                     /\ windows' = windows \ {w}
+                     /\ windows' = windows \ {w} /\ mmSet' = TRUE
                      /\ tces' = [p \in Iovas |-> IF p \in WinPages(w) THEN -1 ELSE tces[p]]
-                     /\ UNCHANGED <<iommu, enabled, mmSet, regs, leaked>>
+                     /\ UNCHANGED <<iommu, enabled, regs, leaked>>
 
 Next ==
     \/ \E t \in {"v1", "v2"} : SetIommu(t)
@@ -168,10 +189,11 @@ TypeOK ==
 (* Every live TCE lies inside an existing window (tce_iommu_find_table). *)
 SPAPR_TCE_IN_WINDOW == \A p \in Iovas : tces[p] # -1 => InWindow(p)
 
-(* The container's registrations never overlap (mm_iommu_do_alloc), and an UNREGISTER
-   that succeeded named a registered range exactly: it is gone from the list. *)
+(* The mm's registrations (the container's and the leaked ones) never overlap
+   (mm_iommu_do_alloc), and an UNREGISTER that succeeded named a registered range
+   exactly: it is gone from the container's list. *)
 SPAPR_PREREG_EXACT_UNREGISTER ==
-    /\ \A a, b \in regs : a # b => ~OverlapR(a, b)
+    /\ \A a, b \in MmRegs : a # b => ~OverlapR(a, b)
     /\ (lastCall.op = "Unregister" /\ lastResult = "ok") => lastCall.reg \notin regs
 
 (* v2: the memory behind every live TCE stays pre-registered or pinned: an

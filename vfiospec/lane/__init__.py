@@ -83,6 +83,11 @@ def _uses_device_reset(steps) -> bool:
     return False
 
 
+def guest_params(features: dict | None) -> dict:
+    """The x86 guest's platform params: X86_GUEST_PARAMS and whether the kernel has THP."""
+    return {**X86_GUEST_PARAMS, "transparent_hugepage": bool((features or {}).get("thp", True))}
+
+
 def trace_fits(trace, features: dict | None = None, arch: str = "x86",
                guest: dict | None = None) -> tuple[bool, str]:
     """Whether this lane's guest can be the trace's platform: an x86 VT-d machine (not sPAPR),
@@ -92,7 +97,7 @@ def trace_fits(trace, features: dict | None = None, arch: str = "x86",
     if arch == "x86" and (plat.get("iommu") or {}).get("kind", "vtd") == "vtd":
         from vfiospec.reference.platform import parse_platform
         want = parse_platform({"iommu": plat.get("iommu") or {}, "params": plat.get("params") or {}})
-        have = parse_platform({"iommu": X86_GUEST_IOMMU, "params": X86_GUEST_PARAMS})
+        have = parse_platform({"iommu": X86_GUEST_IOMMU, "params": guest_params(features)})
         for k in (plat.get("iommu") or {}):
             if k != "kind" and getattr(want.iommu, k) != getattr(have.iommu, k):
                 return False, f"platform iommu.{k} = {(plat.get('iommu') or {})[k]}; QEMU's VT-d differs"
@@ -127,8 +132,9 @@ def trace_fits(trace, features: dict | None = None, arch: str = "x86",
                 return False, f"trace's device has reset = {reset} and uses {'/'.join(_DEVICE_USES)}; " \
                               f"the guest's edu has reset = {X86_GUEST_DEVICE['reset']}"
     proc = plat.get("process") or {}
-    if "caps" in proc and set(proc["caps"]) != {"CAP_IPC_LOCK", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE"}:
-        return False, "platform process lacks root's capabilities; the agent runs as root"
+    if "caps" in proc and not set(proc["caps"]) <= {"CAP_IPC_LOCK", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE"}:
+        return False, f"platform process.caps {sorted(proc['caps'])}: the agent gives a trace only " \
+                      "CAP_IPC_LOCK, CAP_SYS_RAWIO and CAP_SYS_RESOURCE"
     series = features.get("series")
     if series and "kernel" in plat and str(plat["kernel"]) != series:
         return False, f"trace is for kernel {plat['kernel']}; this kernel is {series}"
@@ -145,11 +151,26 @@ def trace_fits(trace, features: dict | None = None, arch: str = "x86",
     return True, ""
 
 
+def stateful_modes(features: dict | None) -> list[str]:
+    """The stateful modes (conformance.stateful.MODES) a kernel with `features` can run."""
+    f = features or {}
+    out = ["type1", "type1v2"] if f.get("container", "vfio") == "vfio" else \
+        ["iommufd-compat-type1", "iommufd-compat-type1v2"]
+    if f.get("iommufd") and f.get("cdev"):
+        out.append("iommufd")
+    if f.get("mtty"):
+        out.append("mdev")
+    return out
+
+
 def run_kernel(name: str, trace_paths: list[Path], boot_cmd: str, features: dict | None = None,
-               waivers: list | None = None) -> dict:
+               waivers: list | None = None, budget: float = 0.0, seed: int = 0,
+               report_dir: Path | None = None) -> dict:
     """Boot kernel `name` once (the exec: target restarts it after a crash) and run the traces,
     each judged with the waivers (ctx target "linux-<name>", kernel = the trace's kernel, which is
-    this kernel's series unless the trace pins one)."""
+    this kernel's series unless the trace pins one); then explore each of stateful_modes for
+    an equal share of `budget` seconds against the same guest, the reference being the
+    machine its hello describes (conformance.stateful.mode_on)."""
     from vfiospec.conformance.replay import load_all
     from vfiospec.conformance.run import judge_with_waivers
     from vfiospec.reference.platform import parse_platform
@@ -170,7 +191,7 @@ def run_kernel(name: str, trace_paths: list[Path], boot_cmd: str, features: dict
         return {"kernel": name, "error": f"boot failed: {e}", "traces": []}
     boot_s = time.time() - t0
     log(f"{name}: booted, agent answered hello in {boot_s:.1f} s")
-    results, skipped = [], []
+    results, skipped, stateful, traces_s = [], [], [], 0.0
     try:
         for t in traces:
             ok, why = trace_fits(t, features, guest=hello.get("platform"))
@@ -184,6 +205,8 @@ def run_kernel(name: str, trace_paths: list[Path], boot_cmd: str, features: dict
                 plat["kernel"] = features["series"]
             if features and "vfio_container" not in plat:
                 plat["vfio_container"] = features["container"]
+            if features and "transparent_hugepage" not in (plat.get("params") or {}):
+                plat["params"] = {**(plat.get("params") or {}), "transparent_hugepage": bool(features.get("thp"))}
             if plat != (t.platform or {}):
                 t = dataclasses.replace(t, platform=plat)
             r = run_trace(t, target)
@@ -191,6 +214,17 @@ def run_kernel(name: str, trace_paths: list[Path], boot_cmd: str, features: dict
             d = judge_with_waivers(r, waivers or [], ctx)
             results.append(d)
             log(f"{name}: {d['verdict']:<11} {t.name} ({r.seconds:.2f} s)")
+        traces_s = time.time() - t0
+        modes = stateful_modes(features) if budget > 0 else []
+        for m in modes:
+            from vfiospec.conformance.stateful import run_mode
+            res = run_mode(m, f"linux-{name}", budget / len(modes), seed, target_obj=target, per_batch=5,
+                           report_dir=report_dir or logdir)
+            res.pop("platform", None)
+            stateful.append(res)
+            log(f"{name}: {res['verdict']:<11} stateful {m}: {res['examples']} examples, {res['steps']} steps"
+                + "".join(f"\n  {f['message']} ({f['trace']})" for f in res["failures"])
+                + (f"\n  {res['error']}" if res.get("error") else ""))
     finally:
         target.shutdown()
         stderr_log.close()
@@ -201,8 +235,8 @@ def run_kernel(name: str, trace_paths: list[Path], boot_cmd: str, features: dict
             if w.hits or w.mismatches]
     return {"kernel": name, "logs": str(logdir), "hello": hello, "boot_seconds": round(boot_s, 2),
             "restarts": getattr(target, "restarts", 0),
-            "run_seconds": round(time.time() - t0, 2), "counts": counts,
-            "skipped": skipped, "waivers": used, "traces": results}
+            "run_seconds": round(time.time() - t0, 2), "traces_seconds": round(traces_s, 2), "counts": counts,
+            "skipped": skipped, "waivers": used, "traces": results, "stateful": stateful}
 
 
 def raw_results(summary: dict) -> dict:
@@ -233,6 +267,16 @@ def _markdown(summary: dict) -> str:
         lines.append(f"| {k['kernel']} | {rel} | {k.get('build_seconds', '-')} | {k.get('boot_seconds', '-')} | {n} | "
                      f"{c.get('PASS', 0)} | {c.get('XFAIL', 0)} | {c.get('FAIL', 0)} | {c.get('ERROR', 0)} | {c.get('UNSUPPORTED', 0)} | {per} |")
     lines.append("")
+    st = [(k["kernel"], m) for k in summary["kernels"] for m in k.get("stateful", [])]
+    if st:
+        lines += ["## Stateful exploration (lockstep with the reference on the guest's platform)", "",
+                  "| kernel | mode | verdict | examples | steps | s | failure |", "|---|---|---|---|---|---|---|"]
+        for kn, m in st:
+            why = "; ".join(f"{f['message']} (`{Path(f['trace']).name}`)" for f in m.get("failures", [])) \
+                or m.get("error", "")
+            lines.append(f"| {kn} | {m['mode']} | {m['verdict']} | {m['examples']} | {m['steps']} | "
+                         f"{m.get('seconds', '-')} | {why.replace('|', '/')[:300]} |")
+        lines.append("")
     for k in summary["kernels"]:
         bad = [t for t in k.get("traces", []) if t["verdict"] != "PASS"]
         if not bad:
@@ -289,11 +333,12 @@ def cmd_kernel(a) -> int:
         _, facts = x86.kernel_image(n)
         boot_cmd = f"{sys.executable} -m vfiospec.lane.x86 boot --kernel {n}"
         res = run_kernel(n, trace_paths, boot_cmd, {**facts.get("features", {}), "series": facts["series"]},
-                         waivers=waivers)
+                         waivers=waivers, budget=a.budget, seed=a.seed, report_dir=report_dir)
         res["build_seconds"] = facts.get("build_seconds")
         res["facts"] = {k: v for k, v in facts.items() if k not in ("modules",)}
         summary["kernels"].append(res)
-        if res.get("error") or any(t["verdict"] in ("ERROR",) for t in res["traces"]):
+        if res.get("error") or any(t["verdict"] in ("ERROR",) for t in res["traces"]) or any(
+                m["verdict"] != "PASS" for m in res.get("stateful", [])):
             status = 1
         if report_dir:
             report_dir.mkdir(parents=True, exist_ok=True)
@@ -341,6 +386,9 @@ def lane_main(argv: list[str] | None = None) -> int:
     k.add_argument("--raw", help="write the raw results (every step's ret/errno/out) of every kernel to this JSON file")
     k.add_argument("--traces", action="append", help="trace files or directories (default: the shipped "
                                                       "traces and the lane's probes)")
+    k.add_argument("--budget", type=float, default=30.0,
+                   help="seconds of stateful exploration per kernel, shared by its modes; 0: none")
+    k.add_argument("--seed", type=int, default=0, help="the stateful exploration's seed")
     b = sub.add_parser("boot", help="boot one kernel; stdin/stdout are the guest agent's protocol stream")
     b.add_argument("--kernel", default="6.12-custom")
     b.add_argument("--workdir")

@@ -398,6 +398,12 @@ class Bridge:
             self.stop()
             raise RuntimeError(f"qemu's agent socket never appeared; console: {self.console_log}")
         self.buf = b""
+        self.wait_ready(deadline)
+        self.boot_seconds = time.time() - t0
+
+    def wait_ready(self, deadline: float) -> None:
+        """Read the channel until the agent's ready line (after a boot, or after the
+        guest restarted its agent); what came before it is dropped."""
         while True:
             left = deadline - time.time()
             if left <= 0:
@@ -419,7 +425,6 @@ class Bridge:
                 i = line.find(READY)
                 if i >= 0:
                     self.ready_info = json.loads(line[i:])
-                    self.boot_seconds = time.time() - t0
                     return
 
     def tail(self, n: int = 40) -> str:

@@ -20,10 +20,11 @@ Pieces (all cached under ~/.cache/vfiospec/, never in git):
   binds the edu device to vfio-pci and runs the agent on ``/dev/hvc1``.
 - ``Guest``: QEMU ``-M pseries`` with hvc0 (console) in a file, hvc1 (agent)
   and hvc2 (control: a line there ends the agent) on unix sockets.
-- ``Lane``: the protocol endpoint; a fresh guest per trace by default (a
-  refused window creation poisons the PHB until reboot; the
-  unregister-while-mapped leak stays in the agent's mm), with kernel warnings
-  printed at the agent's exit returned in the ``end`` answer.
+- ``Lane``: the protocol endpoint; one guest for trace after trace with a
+  new agent process for each (the unregister-while-mapped leak and its
+  exit-time warning stay with their trace), rebooted after a refused window
+  creation (it poisons the PHB until reboot) or a crash; kernel warnings come
+  back in the ``end`` answer.
 """
 from __future__ import annotations
 
@@ -122,8 +123,14 @@ def _suite_apt(suite: str) -> tuple[Path, dict]:
     return root, dict(os.environ, APT_CONFIG=str(conf))
 
 
+_NEWEST: dict[str, tuple[str, str]] = {}
+
+
 def newest_archive_source(suite: str = "sid", update: bool = True) -> tuple[str, str]:
-    """(series, version) of the newest linux-source-X.Y package in `suite`."""
+    """(series, version) of the newest linux-source-X.Y package in `suite`
+    (asked of apt once per process unless `update`: apt-cache takes seconds)."""
+    if not update and suite in _NEWEST:
+        return _NEWEST[suite]
     root, env = _suite_apt(suite)
     if update or not any((root / "lists").glob("*Packages*")):
         subprocess.run(["apt-get", "update", "-q"], env=env, cwd=root, capture_output=True)
@@ -135,6 +142,7 @@ def newest_archive_source(suite: str = "sid", update: bool = True) -> tuple[str,
     v = subprocess.run(["apt-cache", "show", "--no-all-versions", f"linux-source-{series}"], env=env,
                        capture_output=True, text=True).stdout
     ver = re.search(r"^Version: (\S+)", v, re.M).group(1)
+    _NEWEST[suite] = series, ver
     return series, ver
 
 
@@ -316,8 +324,10 @@ def build_agent() -> Path:
 
 
 INIT = r"""#!/bin/sh
-# vfiospec pseries guest: bind the edu device to vfio-pci, run the agent on
-# hvc1; a line on hvc2 (the control channel) ends the agent, then power off.
+# vfiospec pseries guest: bind the edu device to vfio-pci and run the agent on
+# hvc1, again each time it exits; on hvc2 (the control channel) a line
+# "restart" ends the agent (a new one, a new mm, announces itself ready) and
+# "quit" ends it for good, then power off.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
@@ -334,16 +344,23 @@ if [ -n "$EDU" ]; then
 fi
 printf 'g0=%s\ndev0=%s\n' "$G" "$EDU" > /tmp/names
 echo "vfiospec-guest: dev0=$EDU g0=$G driver=$DRV kernel=$(uname -r)"
-/bin/vfiospec-agent --config /tmp/names --device /dev/hvc1 --ready 2>/dev/hvc0 &
-AGENT=$!
-(read line < /dev/hvc2; echo "vfiospec-guest: quit"; kill $AGENT) &
-wait $AGENT
-echo "vfiospec-guest: agent exited $?"
+(while read line; do
+   [ "$line" = quit ] && : > /tmp/quit
+   kill $(cat /tmp/agent.pid)
+ done < /dev/hvc2) &
+while :; do
+  /bin/vfiospec-agent --config /tmp/names --device /dev/hvc1 --ready 2>/dev/hvc0 &
+  echo $! > /tmp/agent.pid
+  wait $!
+  echo "vfiospec-guest: agent exited $?"
+  [ -e /tmp/quit ] && break
+  /bin/true
+done
 poweroff -f
 """
 
 BB_APPLETS = ("sh", "mount", "mkdir", "cat", "echo", "printf", "ls", "basename", "readlink",
-              "uname", "kill", "poweroff", "sleep", "dmesg", "grep", "[", "test")
+              "uname", "kill", "poweroff", "sleep", "dmesg", "grep", "[", "test", "true")
 
 
 def build_initramfs() -> Path:
@@ -394,6 +411,12 @@ WARN_LOC_RE = re.compile(r"(\S+\.[ch]:\d+)")
 GUEST_MARK = "vfiospec-guest: dev0="
 
 
+def warning_place(line: str) -> str:
+    """Where a kernel warning line points (FILE:LINE), or its start when it names no file (an oops)."""
+    m = WARN_LOC_RE.search(line)
+    return m.group(1) if m else line.split(" at 0x")[0][:60]
+
+
 class Guest:
     """One booted pseries guest with its agent ready (common.Bridge)."""
 
@@ -408,6 +431,8 @@ class Guest:
         self.bridge = Bridge(qemu_argv(vmlinux, initrd, self.workdir / "agent.sock", self.ctl, self.console_log),
                              self.workdir / "agent.sock", self.workdir / "qemu.log")
         self.boot_seconds: float | None = None
+        self.mark = 0               # console offset of the agent's last (re)start
+        self.number = 0             # which boot of its Lane
 
     def start(self) -> "Guest":
         self.bridge.start()
@@ -424,31 +449,53 @@ class Guest:
         except OSError:
             return ""
 
-    def finish(self, timeout: float = 20) -> list[str]:
-        """Make the agent exit (so the process's mm is torn down and any
-        exit-time kernel warning is printed), wait for poweroff, and return the
-        kernel warning lines the console showed."""
+    def control(self, word: str) -> None:
+        """One line on hvc2: "restart" (a new agent) or "quit" (then poweroff)."""
         import socket
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect(str(self.ctl))
+            c.sendall(word.encode() + b"\n")
+            time.sleep(0.05)    # QEMU reads the line before the connection drops
+
+    def warnings_since_mark(self) -> list[str]:
+        """Kernel warning lines printed since the agent last (re)started; moves the mark."""
+        c = self.console()
+        w = warnings_in(c[self.mark:], whole=self.mark > 0)
+        self.mark = len(c)
+        return w
+
+    def restart_agent(self, timeout: float = 60) -> list[str]:
+        """End the agent (its mm is torn down, so exit-time kernel warnings are
+        printed; the new agent's exec drops the last lazy reference) and wait
+        for the next one /init starts; returns the kernel warnings of the
+        ended agent's time."""
+        self.control("restart")
+        self.bridge.wait_ready(time.time() + timeout)
+        time.sleep(0.05)
+        return self.warnings_since_mark()
+
+    def finish(self, timeout: float = 20) -> list[str]:
+        """Make the agent exit for good, wait for poweroff, and return the
+        kernel warning lines the console showed after /init started the agent."""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
-                c.connect(str(self.ctl))
-                c.sendall(b"quit\n")
-                deadline = time.time() + timeout
-                while time.time() < deadline and self.bridge.proc and self.bridge.proc.poll() is None:
-                    time.sleep(0.05)
+            self.control("quit")
+            deadline = time.time() + timeout
+            while time.time() < deadline and self.bridge.proc and self.bridge.proc.poll() is None:
+                time.sleep(0.05)
         except OSError:
             pass
         self.stop()
-        return warnings_in(self.console())
+        return self.warnings_since_mark()
 
     def stop(self) -> None:
         self.bridge.stop()
 
 
-def warnings_in(console: str) -> list[str]:
+def warnings_in(console: str, whole: bool = False) -> list[str]:
     """Kernel WARNING/BUG/Oops/panic lines of a console log printed after /init
-    started the agent (boot-time messages are not the trace's doing)."""
-    i = console.find(GUEST_MARK)
+    started the agent (boot-time messages are not the trace's doing), or of
+    all of `console` when `whole`."""
+    i = -1 if whole else console.find(GUEST_MARK)
     if i >= 0:
         console = console[i:]
     return [m.group(1).strip() for m in map(WARN_RE.search, console.splitlines()) if m]
@@ -465,26 +512,49 @@ def guest_platform(pagesize: str, series: str = DEFAULT_SOURCE) -> dict:
                       "max_windows": 2, "levels": 1, "ddw": True, "eeh": False},
             "vfio_container": "vfio",
             "groups": {"g0": {"devices": {"dev0": "vfio-pci"}}},
-            "process": {"page_size": 4096 if pagesize == "4k" else 65536}}
+            "process": {"page_size": 4096 if pagesize == "4k" else 65536},
+            # pseries-base.config builds no TRANSPARENT_HUGEPAGE
+            "params": {"transparent_hugepage": False}}
+
+
+# VFIO's own checks of a TCE_CREATE (tce_iommu_ioctl: v1 container, no group,
+# the argument copy, flags; tce_iommu_create_window: page size, levels, window
+# count) come before the platform is asked; any other
+# refusal came from spapr_tce_create_table / the RTAS DDW calls, after which this
+# PHB creates no window until reboot (measured on 6.12 and 7.2).
+CREATE_CHECKS = frozenset({"EINVAL", "ENOSPC", "EFAULT", "ENOTTY", "ENXIO"})
+
+
+def poisons_phb(step: dict, ans: dict) -> bool:
+    """Whether this step's answer leaves the guest's PHB changed for good."""
+    if step.get("call") != "ioctl" or step.get("cmd") != "VFIO_IOMMU_SPAPR_TCE_CREATE":
+        return False
+    return "error" in ans or "unsupported" in ans or ans.get("errno") not in (None, *CREATE_CHECKS)
 
 
 class Lane:
-    """The protocol endpoint of the lane: a guest per trace (`fresh`, the
-    default: a failed window creation poisons the PHB until reboot, and the
-    unregister-while-mapped leak stays in the agent's mm) or one guest for all.
+    """The protocol endpoint of the lane. One guest serves trace after trace,
+    its agent restarted in between (a new process, so a new mm: the
+    unregister-while-mapped leak and its exit-time kernel warning stay with
+    their trace); the guest is rebooted after a trace that poisoned the PHB
+    (poisons_phb), after the agent died, and before every trace when `fresh`.
 
-    `end` makes the agent exit, so kernel warnings printed at process exit
-    (mm teardown) are caught; they come back in the end answer as
-    `kernel_warnings` (an extension the harness ignores)."""
+    `end` answers with the kernel warnings printed since the trace began
+    (`kernel_warnings`, an extension the harness ignores) and `guest`: which
+    boot served it and whether the guest was new for it."""
 
-    def __init__(self, pagesize: str, series: str = DEFAULT_SOURCE, fresh: bool = True,
+    def __init__(self, pagesize: str, series: str = DEFAULT_SOURCE, fresh: bool = False,
                  workdir: Path | None = None, preboot: bool = True):
         self.pagesize, self.series, self.fresh, self.preboot = pagesize, series, fresh, preboot
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="vfiospec-pseries-"))
         self.guest: Guest | None = None
         self.hello_answer: dict | None = None
         self.boots: list[float] = []
+        self.reboots: dict[str, int] = {"fresh": 0, "phb": 0, "crash": 0, "asked": 0}
         self.n = 0
+        self.on_guest = 0           # traces begun on the current guest
+        self.dirty = ""             # why the current guest serves no further trace
+        self.crashed = False        # the guest died during the current trace
         self._thread: threading.Thread | None = None
         self._pending = None
         self.crash_warnings: list[str] = []
@@ -493,13 +563,13 @@ class Lane:
     def _start_guest(self) -> Guest:
         self.n += 1
         g = Guest(self.pagesize, self.series, self.workdir / f"boot{self.n}")
+        g.number = self.n
         g.start()
         self.boots.append(g.boot_seconds or 0.0)
         return g
 
     def _preboot(self) -> None:
-        """Boot the next trace's guest in the background (fresh mode), so that
-        `begin` does not wait a whole boot."""
+        """Boot the next guest in the background, so that `begin` does not wait a whole boot."""
         def run():
             try:
                 self._pending = self._start_guest()
@@ -525,7 +595,17 @@ class Lane:
         ans["target"] = f"{ans.get('target', 'agent')} in pseries guest " \
                         f"({kernel_label(self.pagesize, self.series)}, {self.pagesize} pages, QEMU TCG)"
         self.hello_answer = ans
-        self.guest = g
+        self.guest, self.on_guest, self.dirty = g, 0, ""
+
+    def _retire(self, why: str) -> list[str]:
+        """Power the current guest off (its warnings returned) and boot the next in the background."""
+        w = self.guest.finish()
+        self.last_console = self.guest.console()
+        self.guest = None
+        self.reboots[why] += 1
+        if self.preboot and self._thread is None:
+            self._preboot()
+        return w
 
     def hello(self, msg: dict) -> dict:
         if self.guest is None:
@@ -533,45 +613,70 @@ class Lane:
         return self.hello_answer
 
     def begin(self, msg: dict) -> dict:
-        why = platform_mismatch(msg.get("platform") or {}, self.pagesize)
+        why = platform_mismatch(msg.get("platform") or {}, self.pagesize, msg.get("steps"))
         if why:
             return {"unsupported": why}
         if self.guest is None:
             self._boot()
+        self.on_guest += 1
+        self.crashed = False
         return self.guest.request(msg)
 
     def step(self, msg: dict, timeout: float = 120) -> dict:
         if self.guest is None:
+            if self.crashed:
+                return {"unsupported": "the guest died at an earlier step of this trace"}
             return {"error": "no guest (begin first)"}
         try:
-            return self.guest.request(msg, timeout=timeout)
-        except (TimeoutError, EOFError, OSError) as e:
-            # the agent died (an oops kills it): /init powers off after it, so
-            # wait for that and keep the kernel's exit-time warnings too
-            proc = self.guest.bridge.proc
-            deadline = time.time() + 30
-            while isinstance(e, EOFError) and proc is not None and proc.poll() is None \
-                    and time.time() < deadline:
-                time.sleep(0.1)
+            ans = self.guest.request(msg, timeout=timeout)
+            if ans.get("type") == "ready":
+                raise EOFError("the agent died answering (/init started another)")
+        except (TimeoutError, EOFError, OSError, ValueError) as e:
+            # the agent died (an oops kills it) or hangs: the guest serves no
+            # further step; what the kernel printed meanwhile is kept
+            time.sleep(1.0)
             self.guest.stop()
             console = self.guest.console()
             tail = "\n".join(console.splitlines()[-30:])
-            self.crash_warnings = warnings_in(console)
+            self.crash_warnings = self.guest.warnings_since_mark()
             self.guest = None
+            self.crashed = True
+            self.reboots["crash"] += 1
+            if self.preboot and self._thread is None:
+                self._preboot()
             return {"error": f"guest agent: {e}; console tail:\n{tail}"}
+        if not self.dirty and poisons_phb(msg.get("step") or {}, ans):
+            self.dirty = "phb"
+            if self.preboot and self._thread is None:
+                self._preboot()     # the next trace's guest boots while this one ends
+        return ans
 
     def end(self, msg: dict) -> dict:
         if self.guest is None:  # the guest died during the trace: report what the kernel said
-            w, self.crash_warnings = self.crash_warnings, []
-            return {"ok": True, "kernel_warnings": w}
+            w, self.crash_warnings, self.crashed = self.crash_warnings, [], False
+            return {"ok": True, "kernel_warnings": w, "guest": {"crashed": True}}
+        info = {"boot": self.guest.number, "new": self.on_guest == 1}
         ans = self.step(msg)
-        if self.fresh and self.guest is not None:
-            ans["kernel_warnings"] = self.guest.finish()
-            self.last_console = self.guest.console()
-            self.guest = None
-            if self.preboot:
-                self._preboot()
+        if self.guest is None:
+            ans["kernel_warnings"], self.crash_warnings = self.crash_warnings, []
+        elif self.fresh or self.dirty:
+            info["rebooted"] = "fresh" if self.fresh else self.dirty
+            ans["kernel_warnings"] = self._retire(info["rebooted"])
+        else:
+            try:
+                ans["kernel_warnings"] = self.guest.restart_agent()
+            except (RuntimeError, OSError) as e:
+                self.guest.stop()
+                self.guest = None
+                self.reboots["crash"] += 1
+                return {"error": f"guest agent did not restart: {e}"}
+        ans["guest"] = info
         return ans
+
+    def reboot(self) -> None:
+        """The next trace gets a new guest."""
+        if self.guest is not None:
+            self._retire("asked")
 
     def handle(self, msg: dict) -> dict:
         t = msg.get("type")
@@ -597,7 +702,7 @@ class Lane:
         return []
 
 
-def relay(pagesize: str, series: str, fresh: bool, fin=None, fout=None) -> int:
+def relay(pagesize: str, series: str, fresh: bool = False, fin=None, fout=None) -> int:
     """stdin/stdout are the protocol stream (PROTOCOL.md); each line goes to the
     guest's agent through Lane."""
     fin = fin or sys.stdin
@@ -637,23 +742,58 @@ def _observed(ans: dict):
                     data=ans.get("data"))
 
 
-def platform_mismatch(trace_platform: dict, pagesize: str) -> str | None:
-    """Why this guest cannot be the trace's platform, or None. A trace that names
-    no process.page_size runs on both page sizes."""
-    iommu = (trace_platform or {}).get("iommu", {})
+# iommu properties a trace depends on only through the steps that read them
+_SPAPR_USES = {"eeh": ("EEH",), "ddw": ("TCE_CREATE", "TCE_REMOVE", "TCE_GET_INFO"),
+               "levels": ("TCE_CREATE", "TCE_GET_INFO"), "max_windows": ("TCE_CREATE", "TCE_GET_INFO"),
+               "pgsizes": ("TCE_CREATE", "TCE_GET_INFO")}
+
+
+def platform_mismatch(trace_platform: dict, pagesize: str, steps: list | None = None) -> str | None:
+    """Why this guest cannot be the trace's platform, or None: the guest is
+    guest_platform() (one group g0 = edu on vfio-pci; the agent takes the
+    trace's process.rlimit_memlock and process.caps for the trace). An
+    iommu property in _SPAPR_USES counts only when `steps` use it (all count
+    without `steps`), and huge-page memory is seen only in `steps`; a trace
+    that names no process.page_size runs on both page sizes."""
+    from vfiospec.reference.platform import parse_platform
+    plat = trace_platform or {}
+    iommu = plat.get("iommu") or {}
     if iommu.get("kind", "vtd") != "spapr":
         return f"the pseries lane is an sPAPR machine; the trace asks for iommu {iommu.get('kind', 'vtd')!r}"
-    ps = (trace_platform or {}).get("process", {}).get("page_size")
-    if ps is not None:
-        from vfiospec.reference.numbers import parse_int
-        want = parse_int(ps)
-        have = 4096 if pagesize == "4k" else 65536
-        if want != have:
-            return f"the trace needs a {want}-byte page kernel; this guest has {have}"
+    guest = guest_platform(pagesize)
+    try:
+        want = parse_platform({k: v for k, v in plat.items() if k != "kernel"})
+    except ValueError as e:         # PlatformError, or a number that is none
+        return f"platform: {e}"
+    have = parse_platform({k: v for k, v in guest.items() if k != "kernel"})
+    text = json.dumps(steps) if steps is not None else None
+    for k in ("dma32_window", "pgsizes", "max_windows", "levels", "ddw", "eeh"):
+        if getattr(want.iommu, k) != getattr(have.iommu, k) and (
+                text is None or k not in _SPAPR_USES or any(w in text for w in _SPAPR_USES[k])):
+            return f"platform iommu.{k} = {getattr(want.iommu, k)}; the guest's PHB has {getattr(have.iommu, k)}"
+    if "page_size" in (plat.get("process") or {}) and want.page_size != have.page_size:
+        return f"the trace needs a {want.page_size}-byte page kernel; this guest has {have.page_size}"
+    groups = plat.get("groups") or {"g0": {"devices": {"dev0": "vfio-pci"}}}
+    if groups != guest["groups"] and not (
+            set(groups) == {"g0"} and set((groups["g0"] or {})) == {"devices"}
+            and set(groups["g0"]["devices"]) == {"dev0"}
+            and groups["g0"]["devices"]["dev0"] in ("vfio-pci", {"driver": "vfio-pci"})):
+        return f"platform groups {json.dumps(groups)}: the guest has one group g0 = edu on vfio-pci"
+    if plat.get("mdev_parents"):
+        return "platform mdev_parents: the pseries guest has no mdev parent"
+    if want.vfio_container != have.vfio_container:
+        return f"platform vfio_container {want.vfio_container}: the guest's /dev/vfio/vfio is VFIO's own"
+    for k in ("dma_entry_limit", "enable_unsafe_noiommu_mode"):
+        if getattr(want, k) != getattr(have, k):
+            return f"platform {k} = {getattr(want, k)}; the guest has the default"
+    if not want.caps <= have.caps:
+        return f"platform process.caps {sorted(want.caps)}: the agent gives a trace only {sorted(have.caps)}"
+    if not have.transparent_hugepage and text is not None and '"hugepage": true' in text:
+        return "a step maps huge-page memory; the guest kernel has no TRANSPARENT_HUGEPAGE"
     return None
 
 
-def make_target(pagesize: str, series: str = DEFAULT_SOURCE, fresh: bool = True):
+def make_target(pagesize: str, series: str = DEFAULT_SOURCE, fresh: bool = False):
     """A conformance Target (conformance/targets/base.py) on a pseries guest."""
     from vfiospec.conformance.targets.base import Session, Target, TargetError, Unsupported
 
@@ -670,6 +810,7 @@ def make_target(pagesize: str, series: str = DEFAULT_SOURCE, fresh: bool = True)
         def close(self) -> None:
             ans = self.target.lane.end({"type": "end"})
             self.target.last_warnings = ans.get("kernel_warnings", [])
+            self.target.last_guest = ans.get("guest", {})
 
     class PseriesTarget(Target):
         name = f"pseries-{series}-{pagesize}"
@@ -678,9 +819,10 @@ def make_target(pagesize: str, series: str = DEFAULT_SOURCE, fresh: bool = True)
         def __init__(self):
             self.lane = Lane(pagesize, series, fresh)
             self.last_warnings: list[str] = []
+            self.last_guest: dict = {}
 
         def begin(self, trace):
-            why = platform_mismatch(trace.platform, pagesize)
+            why = platform_mismatch(trace.platform, pagesize, trace.steps)
             if why:
                 raise Unsupported(why)
             try:
@@ -705,42 +847,91 @@ def make_target(pagesize: str, series: str = DEFAULT_SOURCE, fresh: bool = True)
     return PseriesTarget()
 
 
+STATEFUL_MODES = ("spapr-v1", "spapr-v2")
+DEFAULT_TRACES = [REPO / "conformance" / "traces"]
+
+
 def run_traces(paths: list[str], pagesize: str, series: str = DEFAULT_SOURCE,
-               fresh: bool = True, out: Path | None = None, quiet: bool = False) -> dict:
-    """Replay traces on a fresh guest each; returns (and writes to `out`) the raw
-    per-step results with timings and the kernel warnings seen at agent exit."""
-    from vfiospec.conformance.replay import load_all, summary_lines
+               fresh: bool = False, out: Path | None = None, quiet: bool = False,
+               budget: float = 0.0, seed: int = 0, report_dir: Path | None = None) -> dict:
+    """Replay the sPAPR traces among `paths` on the lane's guests (Lane), then
+    explore each of STATEFUL_MODES for `budget` seconds against the same guests
+    (conformance.stateful.run_mode, the reference being this guest's platform);
+    returns (and writes to `out`) the raw per-step results with timings and the
+    kernel warnings seen per trace.
+
+    A trace that does not pass on a guest that served an earlier trace is run
+    again on a new guest, and the new guest's result counts; the first result
+    is kept under `shared_guest` (a state the reboot rule missed: reported)."""
+    from vfiospec.conformance.replay import load_all
+    from vfiospec.conformance.run import judge_with_waivers
     from vfiospec.conformance.runner import run_trace
-    traces = load_all(paths)
+    from vfiospec.lane import load_lane_waivers
+    waivers = load_lane_waivers()
+    every = load_all(paths)
+    traces = [t for t in every if ((t.platform or {}).get("iommu") or {}).get("kind") == "spapr"]
     for t in traces:
         # the guest *is* its kernel: conditional expectations are chosen for it
         t.platform = dict(t.platform or {}, kernel=series)
     t0 = time.time()
     target = make_target(pagesize, series, fresh)
-    results, raw = [], []
+    results, raw, stateful = [], [], []
+    prev = None
     try:
         for t in traces:
+            target.last_warnings, target.last_guest = [], {}
             r = run_trace(t, target)
-            results.append(r)
-            j = r.to_json()
+            first = None
+            if r.verdict not in ("PASS", "UNSUPPORTED") and target.last_guest.get("new") is False:
+                first = {"verdict": r.verdict, "after": prev, "warnings": list(target.last_warnings),
+                         "steps": [s for s in r.to_json()["steps"] if s["verdict"] != "PASS"][:3]}
+                log(f"{r.verdict} {t.name} on a guest that ran {prev} first: again on a new guest")
+                target.lane.reboot()
+                r = run_trace(t, target)
+            j = judge_with_waivers(r, waivers, {"target": target.name, "kernel": t.parsed_platform.kernel,
+                                                "mode": "traces"})
+            results.append(j["verdict"])
             j["kernel_warnings"] = list(target.last_warnings)
+            j["guest"] = dict(target.last_guest)
+            if first:
+                j["shared_guest"] = first
             raw.append(j)
+            if r.verdict != "UNSUPPORTED":
+                prev = t.name
             if not quiet:
-                log(f"{r.verdict:11s} {t.name} ({r.seconds:.1f} s)"
+                log(f"{j['verdict']:11s} {t.name} ({r.seconds:.1f} s, boot {target.last_guest.get('boot', '-')})"
                     + (f" kernel: {target.last_warnings}" if target.last_warnings else ""))
+        traces_s = time.time() - t0
+        if budget > 0:
+            from vfiospec.conformance import stateful as st
+            for m in STATEFUL_MODES:
+                res = st.run_mode(m, target.name, budget, seed, target_obj=target, per_batch=2,
+                                  report_dir=report_dir or (out.parent if out else Path(".")))
+                res.pop("platform", None)
+                stateful.append(res)
+                log(f"{res['verdict']:11s} stateful {m}: {res['examples']} examples, {res['steps']} steps "
+                    f"in {res['seconds']:.1f} s" + "".join(f"\n  {f['message']} ({f['trace']})"
+                                                          for f in res["failures"])
+                    + (f"\n  {res['error']}" if res.get("error") else ""))
     finally:
         target.shutdown()
     doc = {"target": target.name, "hello": target.lane.hello_answer, "pagesize": pagesize,
            "source": kernel_label(pagesize, series),
            "kernel": str(kernel_image(pagesize, series, build=False)),
-           "boot_seconds": [round(b, 2) for b in target.lane.boots],
-           "seconds": round(time.time() - t0, 1), "traces": raw}
+           "boot_seconds": [round(b, 2) for b in target.lane.boots], "reboots": target.lane.reboots,
+           "fresh": fresh, "seconds": round(time.time() - t0, 1), "traces_seconds": round(traces_s, 1),
+           "not_spapr": len(every) - len(traces), "traces": raw, "stateful": stateful,
+           "waivers": [{"id": w.id, "hits": w.hits, "mismatches": w.mismatches} for w in waivers
+                       if w.hits or w.mismatches]}
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, indent=1) + "\n")
-    for line in summary_lines(results):
-        print(line)
-    doc["ok"] = all(r.verdict == "PASS" for r in results)
+    print(f"{len(results)} sPAPR traces: " + ", ".join(f"{results.count(v)} {v.lower()}" for v in
+                                                     ("PASS", "XFAIL", "FAIL", "ERROR", "UNSUPPORTED")))
+    for res in stateful:
+        print(f"stateful {res['mode']}: {res['verdict']}, {res['examples']} examples, {res['steps']} steps")
+    doc["ok"] = all(v in ("PASS", "XFAIL", "UNSUPPORTED") for v in results) and all(
+        res["verdict"] == "PASS" for res in stateful)
     return doc
 
 
@@ -750,7 +941,7 @@ def _obs_text(o: dict) -> str:
     if o.get("unsupported") is not None:
         return "UNSUPPORTED"
     if o.get("error") is not None:
-        return "ERROR"
+        return "no answer"
     if o.get("errno"):
         return o["errno"]
     return f"ret {o.get('ret')}"
@@ -762,7 +953,9 @@ def write_reports(raw_docs: list[dict], raw_out: Path, md_out: Path, title: str,
     Markdown summary (verdict and errno per step, page sizes side by side)."""
     by_ps = {d["pagesize"]: d for d in raw_docs}
     raw_out.parent.mkdir(parents=True, exist_ok=True)
-    raw_out.write_text(json.dumps({"vfiospec_spapr_raw": 1, "runs": by_ps}, indent=1) + "\n")
+    small = {ps: {**d, "traces": [t if t["verdict"] != "UNSUPPORTED" else {**t, "steps": []} for t in d["traces"]]}
+             for ps, d in by_ps.items()}
+    raw_out.write_text(json.dumps({"vfiospec_spapr_raw": 1, "runs": small}, separators=(",", ":")) + "\n")
     pss = [p for p in PAGESIZES if p in by_ps]
     lines = [f"# {title}", ""]
     for ps in pss:
@@ -773,25 +966,58 @@ def write_reports(raw_docs: list[dict], raw_out: Path, md_out: Path, title: str,
         except (OSError, ValueError, TypeError):
             pass
         ran = [t for t in d["traces"] if t["verdict"] != "UNSUPPORTED"]
-        per = [t["seconds"] for t in ran]
+        counts = {v: sum(t["verdict"] == v for t in d["traces"]) for v in ("PASS", "FAIL", "ERROR", "UNSUPPORTED")}
+        rb = d.get("reboots") or {}
+        st = "; ".join(f"stateful {m['mode']} {m['verdict']} ({m['examples']} examples, {m['steps']} steps, "
+                       f"{m['seconds']:.0f} s)" for m in d.get("stateful", []))
         lines.append(f"- **{ps} pages**: {d['source']}, release {kmeta.get('release', '?')}; "
                      f"cold build {kmeta.get('build_seconds', '?')} s; "
                      f"boots {min(d['boot_seconds']) if d['boot_seconds'] else '?'}–"
-                     f"{max(d['boot_seconds']) if d['boot_seconds'] else '?'} s to agent ready; "
-                     f"{len(ran)} traces in {d['seconds']} s "
-                     f"({(sum(per) / len(per)) if per else 0:.1f} s per trace, fresh guest each).")
+                     f"{max(d['boot_seconds']) if d['boot_seconds'] else '?'} s to agent ready. "
+                     f"{len(ran)} traces run in {d.get('traces_seconds', d['seconds'])} s "
+                     f"({counts['PASS']} pass, {counts['FAIL']} fail, {counts['ERROR']} error; "
+                     f"{counts['UNSUPPORTED']} not this guest's platform) on {len(d['boot_seconds'])} boots"
+                     + (", a fresh guest each" if d.get("fresh", True) else
+                        f" (a new agent per trace; rebooted after {rb.get('phb', 0)} PHB-poisoning and "
+                        f"{rb.get('crash', 0)} crashing traces, {rb.get('asked', 0)} retries)")
+                     + (f"; {st}" if st else "") + f"; {d['seconds']} s in all.")
     if notes:
         lines += ["", notes.strip()]
+    retried = [(ps, t) for ps in pss for t in by_ps[ps]["traces"] if t.get("shared_guest")]
+    if retried:
+        lines += ["", "## Traces that failed on a guest an earlier trace had used", "",
+                  "Each passed or failed again on a new guest (that result counts): a state the "
+                  "reboot rule (`poisons_phb`) does not know.", ""]
+        for ps, t in retried:
+            lines.append(f"- {ps}: `{t['name']}` {t['shared_guest']['verdict']} after "
+                         f"`{t['shared_guest']['after']}`, then {t['verdict']} on a new guest")
+    stateful = [(ps, m) for ps in pss for m in by_ps[ps].get("stateful", [])]
+    if stateful:
+        lines += ["", "## Stateful exploration", "",
+                  "conformance.stateful's sPAPR machines in lockstep with the reference on the guest's "
+                  "platform (stateful.mode_on), Hypothesis seed 0, on the same guests as the traces.", "",
+                  "| pages | mode | verdict | examples | steps | s | outcomes seen | failure |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for ps, m in stateful:
+            why = "; ".join(f"{f['message']} (`{Path(f['trace']).name}`)" for f in m.get("failures", [])) \
+                or m.get("error", "")
+            lines.append(f"| {ps} | {m['mode']} | {m['verdict']} | {m['examples']} | {m['steps']} | "
+                         f"{m['seconds']:.0f} | {len(m.get('coverage', {}))} | {why.replace('|', '/')[:300]} |")
+    skipped = sorted({(t["name"], t.get("error") or "") for ps in pss for t in by_ps[ps]["traces"]
+                      if t["verdict"] == "UNSUPPORTED"})
+    if skipped:
+        lines += ["", "## Not run: the trace's platform is not this guest", ""]
+        lines += [f"- `{n}`: {why}" for n, why in skipped]
     lines += ["", "## Traces", "", "| trace | " + " | ".join(pss) + " | kernel warnings |",
               "|---|" + "---|" * len(pss) + "---|"]
-    names = sorted({t["name"] for d in raw_docs for t in d["traces"]})
+    names = sorted({t["name"] for d in raw_docs for t in d["traces"] if t["verdict"] != "UNSUPPORTED"})
     for n in names:
         cells, warns = [], set()
         for ps in pss:
             t = next((t for t in by_ps[ps]["traces"] if t["name"] == n), None)
             cells.append("-" if t is None else f"{t['verdict']} ({t['seconds']:.1f} s)")
-            if t:
-                warns.update(m.group(1) for m in map(WARN_LOC_RE.search, t.get("kernel_warnings", [])) if m)
+            if t and t["verdict"] != "UNSUPPORTED":
+                warns.update(warning_place(w) for w in t.get("kernel_warnings", []))
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {'; '.join(sorted(warns)) or '-'} |")
     lines += ["", "## Every step", "",
               "Observed result per page size (`ret N` or the errno name); `!` marks a step "
@@ -812,7 +1038,8 @@ def write_reports(raw_docs: list[dict], raw_out: Path, md_out: Path, title: str,
                     cells.append("-")
                     continue
                 s2 = t["steps"][i]
-                mark = "" if s2["verdict"] == "PASS" else " !"
+                mark = "" if s2["verdict"] == "PASS" else \
+                    f" (waived: {s2['waiver']})" if s2["verdict"] == "XFAIL" else " !"
                 cells.append(_obs_text(s2["observed"]) + mark)
             call = st["call"].replace("|", "\\|")
             lines.append(f"| {i} | `{call}` | {st['expected']} | " + " | ".join(cells) + " |")
@@ -821,6 +1048,28 @@ def write_reports(raw_docs: list[dict], raw_out: Path, md_out: Path, title: str,
 
 
 # --------------------------------------------------------------------- CLI
+
+def run_parallel(pagesizes, argv: list[str]) -> int:
+    """`run` once per page size, all at once, each in its own process (its lines
+    prefixed with its page size); the exit status is the worst of theirs."""
+    if "--pagesize" in argv:
+        i = argv.index("--pagesize")
+        argv = argv[:i] + argv[i + 2:]
+    argv = [x for x in argv if not x.startswith("--pagesize=")]
+    procs = {ps: subprocess.Popen([sys.executable, "-m", "vfiospec.lane.pseries"] + argv + ["--pagesize", ps],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for ps in pagesizes}
+
+    def pump(ps, proc):
+        for line in proc.stdout:
+            print(f"[{ps}] {line}", end="", flush=True)
+    threads = [threading.Thread(target=pump, args=kv) for kv in procs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return max(p.wait() for p in procs.values())
+
 
 def lane_main(argv: list[str] | None = None) -> int:
     """`vfiospec lane spapr ...` / `python -m vfiospec.lane.pseries ...`."""
@@ -833,13 +1082,19 @@ def lane_main(argv: list[str] | None = None) -> int:
     bt = sub.add_parser("boot", help="boot a guest; stdin/stdout are the agent's protocol stream")
     bt.add_argument("--pagesize", choices=PAGESIZES, default="4k")
     bt.add_argument("--series", default=DEFAULT_SOURCE)
-    bt.add_argument("--reuse", action="store_true", help="one guest for all traces (default: a fresh boot per trace)")
-    r = sub.add_parser("run", help="replay traces on fresh guests and write the raw results")
-    r.add_argument("paths", nargs="*", default=[str(REPO / "conformance" / "traces" / "spapr-kernel")])
+    bt.add_argument("--fresh", action="store_true", help="a new guest for every trace (default: reboot only "
+                                                         "after a trace that poisoned the PHB or crashed)")
+    r = sub.add_parser("run", help="replay the sPAPR traces and explore v1/v2 on guests; write the raw results")
+    r.add_argument("paths", nargs="*", default=[str(p) for p in DEFAULT_TRACES],
+                   help="trace files or directories (the sPAPR traces among them run; default: all shipped)")
+    r.add_argument("--budget", type=float, default=10.0,
+                   help="seconds of stateful exploration per mode (spapr-v1, spapr-v2); 0: none")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--jobs", type=int, default=2, help="page sizes run at once (default 2: one guest per core)")
     r.add_argument("--pagesize", choices=PAGESIZES + ("all",), default="all")
     r.add_argument("--series", default=DEFAULT_SOURCE)
     r.add_argument("--raw", metavar="FILE", help="write raw JSON results here (per page size: {pagesize} in the name)")
-    r.add_argument("--reuse", action="store_true")
+    r.add_argument("--fresh", action="store_true", help="a new guest for every trace")
     r.add_argument("-q", "--quiet", action="store_true")
     rp = sub.add_parser("report", help="combine raw run files into reports/spapr-<series>-raw.json and .md")
     rp.add_argument("raws", nargs="+", help="raw files written by `run --raw`")
@@ -858,13 +1113,19 @@ def lane_main(argv: list[str] | None = None) -> int:
         print(f"initramfs: {build_initramfs()}")
         return 0
     if a.cmd == "boot":
-        return relay(a.pagesize, a.series, fresh=not a.reuse)
+        return relay(a.pagesize, a.series, fresh=a.fresh)
     if a.cmd == "run":
+        pss = PAGESIZES if a.pagesize == "all" else (a.pagesize,)
+        if len(pss) > 1 and a.jobs > 1:
+            # one QEMU per page size at once: each guest is one TCG thread
+            kernel_image(pss[0], a.series), kernel_image(pss[1], a.series)  # build (or find) both first
+            return run_parallel(pss, list(argv if argv is not None else sys.argv[1:]))
         ok = True
-        for ps in (PAGESIZES if a.pagesize == "all" else (a.pagesize,)):
+        for ps in pss:
             out = Path(a.raw.replace("{pagesize}", ps)) if a.raw else None
             print(f"== pseries {a.series} {ps} pages")
-            ok &= run_traces(a.paths, ps, a.series, fresh=not a.reuse, out=out, quiet=a.quiet)["ok"]
+            ok &= run_traces(a.paths, ps, a.series, fresh=a.fresh, out=out, quiet=a.quiet,
+                              budget=a.budget, seed=a.seed)["ok"]
         return 0 if ok else 1
     if a.cmd == "report":
         docs = [json.loads(Path(p).read_text()) for p in a.raws]

@@ -134,12 +134,13 @@ ALL = list(KERNELS) + list(STOCK)
 
 def kernel_features(config: Path) -> dict[str, bool]:
     """What a kernel can be asked, from its .config: iommufd, the device cdev, the mtty sample,
-    and who provides /dev/vfio/vfio."""
+    THP (it caps iommufd's IOVA alignment), and who provides /dev/vfio/vfio."""
     from .common import fragment_settings
     c = fragment_settings([config]) if config.exists() else {}
     on = lambda k: c.get(k, "n") in ("y", "m")  # noqa: E731
     return {"iommufd": on("CONFIG_IOMMUFD"), "cdev": c.get("CONFIG_VFIO_DEVICE_CDEV") == "y",
             "mtty": on("CONFIG_SAMPLE_VFIO_MDEV_MTTY"), "group": c.get("CONFIG_VFIO_GROUP", "y") == "y",
+            "thp": on("CONFIG_TRANSPARENT_HUGEPAGE"),
             "container": "iommufd" if c.get("CONFIG_IOMMUFD_VFIO_CONTAINER") == "y" else "vfio"}
 
 
@@ -213,8 +214,10 @@ if [ -d /sys/class/mdev_bus/mtty ]; then
 fi
 MP=
 [ -n "$TYPES" ] && MP=", \"mdev_parents\": {\"mtty\": {\"types\": {$TYPES}}}"
-printf '{"target": "linux %s x86_64 @KERNEL@ (vfiospec-agent)", "platform": {"kernel": "@SERIES@", "iommu": {"kind": "vtd"}, "vfio_container": "@CONTAINER@", "groups": {"g0": {"number": %s, "devices": {"dev0": "%s"}}}%s}}\n' \
-  "$(uname -r)" "$G" "$DRV" "$MP" > $P
+THP=false
+[ -d /sys/kernel/mm/transparent_hugepage ] && THP=true
+printf '{"target": "linux %s x86_64 @KERNEL@ (vfiospec-agent)", "platform": {"kernel": "@SERIES@", "iommu": @IOMMU@, "vfio_container": "@CONTAINER@", "params": {"transparent_hugepage": %s, "dma_entry_limit": @DMA_ENTRY_LIMIT@}, "groups": {"g0": {"number": %s, "devices": {"dev0": {"driver": "%s", "reset": false}}}}%s}}\n' \
+  "$(uname -r)" "$THP" "$G" "$DRV" "$MP" > $P
 say "edu=$EDU driver=$DRV group=$G cdev=$CDEV iommufd=$([ -e /dev/iommu ] && echo yes || echo no) container=$([ -e /dev/vfio/vfio ] && echo yes || echo no)"
 /bin/vfiospec-agent --config $P --config $N --device @DEVICE@ --ready
 say "agent exited ($?)"
@@ -227,8 +230,11 @@ def initramfs(name: str, facts: dict, device: str = "/dev/ttyS1") -> Path:
     ensure_packages(["busybox-static"])
     agent = build_agent("gcc")
     files, links = busybox_files()
+    from . import X86_GUEST_IOMMU, X86_GUEST_PARAMS
     init = (INIT.replace("@KERNEL@", name).replace("@SERIES@", facts["series"])
-            .replace("@CONTAINER@", facts["container"]).replace("@DEVICE@", device))
+            .replace("@CONTAINER@", facts["container"]).replace("@DEVICE@", device)
+            .replace("@IOMMU@", json.dumps(X86_GUEST_IOMMU))
+            .replace("@DMA_ENTRY_LIMIT@", str(X86_GUEST_PARAMS["dma_entry_limit"])))
     files = dict(files)
     files["/init"] = init.encode()
     files["/bin/vfiospec-agent"] = agent

@@ -29,7 +29,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/utsname.h>
 #include <termios.h>
@@ -1377,8 +1379,100 @@ static int do_write(const struct j *st, struct sb *o)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ process limits
+ * A trace's platform.process: rlimit_memlock and caps (of the three the reference
+ * models) are the trace's for its duration.  Capabilities leave only the effective
+ * set (capable() checks it; the permitted set keeps them for the next trace), and
+ * RLIMIT_MEMLOCK is restored with CAP_SYS_RESOURCE back in effect. */
+static const struct { const char *name; int bit; } process_caps[] = {
+	{"CAP_IPC_LOCK", 14}, {"CAP_SYS_RAWIO", 17}, {"CAP_SYS_RESOURCE", 24},
+};
+#define N_PROCESS_CAPS (sizeof(process_caps) / sizeof(process_caps[0]))
+struct cap_header { uint32_t version; int pid; };
+struct cap_data { uint32_t effective, permitted, inheritable; };
+static struct rlimit saved_memlock;
+static int memlock_changed, caps_changed;
+
+static int caps_get(struct cap_data d[2])
+{
+	struct cap_header h = {0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0};
+	return syscall(SYS_capget, &h, d);
+}
+
+static int caps_set(struct cap_data d[2])
+{
+	struct cap_header h = {0x20080522, 0};
+	return syscall(SYS_capset, &h, d);
+}
+
+static void process_limits_restore(void)
+{
+	struct cap_data d[2];
+	if (caps_changed && !caps_get(d)) {
+		d[0].effective = d[0].permitted;
+		d[1].effective = d[1].permitted;
+		if (caps_set(d))
+			fprintf(stderr, "agent: restoring capabilities: %s\n", strerror(errno));
+	}
+	caps_changed = 0;
+	if (memlock_changed && setrlimit(RLIMIT_MEMLOCK, &saved_memlock))
+		fprintf(stderr, "agent: restoring RLIMIT_MEMLOCK: %s\n", strerror(errno));
+	memlock_changed = 0;
+}
+
+static int process_limits_apply(const struct j *platform)
+{
+	const struct j *proc = jget(platform, "process");
+	const struct j *lim = jget(proc, "rlimit_memlock");
+	const struct j *caps = jget(proc, "caps");
+	if (lim) {
+		uint64_t v;
+		if (jint(lim, &v))
+			return fail(0, "platform.process.rlimit_memlock: %s", errmsg);
+		if (getrlimit(RLIMIT_MEMLOCK, &saved_memlock))
+			return fail(1, "getrlimit(RLIMIT_MEMLOCK): %s", strerror(errno));
+		struct rlimit r = {v, v};
+		if (setrlimit(RLIMIT_MEMLOCK, &r))
+			return fail(1, "setrlimit(RLIMIT_MEMLOCK, %llu): %s", (unsigned long long)v, strerror(errno));
+		memlock_changed = 1;
+	}
+	if (caps) {
+		uint32_t keep = 0;
+		if (caps->t != J_ARR)
+			return fail(0, "platform.process.caps: expected a list of capability names");
+		for (int i = 0; i < caps->n; i++) {
+			size_t c = 0;
+			const char *name = caps->v[i]->t == J_STR ? caps->v[i]->s : "";
+			while (c < N_PROCESS_CAPS && strcmp(process_caps[c].name, name))
+				c++;
+			if (c == N_PROCESS_CAPS)
+				return fail(1, "platform.process.caps: the agent sets only CAP_IPC_LOCK, "
+					    "CAP_SYS_RAWIO and CAP_SYS_RESOURCE, not %s", name);
+			keep |= 1u << process_caps[c].bit;
+		}
+		struct cap_data d[2];
+		if (caps_get(d))
+			return fail(1, "capget: %s", strerror(errno));
+		for (size_t c = 0; c < N_PROCESS_CAPS; c++) {
+			uint32_t bit = 1u << process_caps[c].bit;
+			if (keep & bit) {
+				if (!(d[0].permitted & bit))
+					return fail(1, "the agent does not have %s to give the trace", process_caps[c].name);
+				d[0].effective |= bit;
+			} else {
+				d[0].effective &= ~bit;
+			}
+		}
+		if (caps_set(d))
+			return fail(1, "capset: %s", strerror(errno));
+		caps_changed = 1;
+	}
+	return 0;
+}
+
 static void trace_cleanup(void)
 {
+	process_limits_restore();
 	for (int i = nfds - 1; i >= 0; i--) {
 		close(fds[i].fd);
 		free(fds[i].name);
@@ -1461,7 +1555,11 @@ static void handle(const char *line, struct sb *o)
 		hello(o);
 	} else if (!strcmp(type, "begin")) {
 		trace_cleanup();
-		sb_puts(o, "{\"ok\": true}");
+		r = process_limits_apply(jget(req, "platform"));
+		if (r)
+			process_limits_restore();
+		else
+			sb_puts(o, "{\"ok\": true}");
 	} else if (!strcmp(type, "end")) {
 		trace_cleanup();
 		sb_puts(o, "{\"ok\": true}");
