@@ -953,7 +953,10 @@ def write_reports(raw_docs: list[dict], raw_out: Path, md_out: Path, title: str,
     Markdown summary (verdict and errno per step, page sizes side by side)."""
     by_ps = {d["pagesize"]: d for d in raw_docs}
     raw_out.parent.mkdir(parents=True, exist_ok=True)
-    small = {ps: {**d, "traces": [t if t["verdict"] != "UNSUPPORTED" else {**t, "steps": []} for t in d["traces"]]}
+    # kept small: a trace that passed (or did not run) keeps its verdict, not its steps (the
+    # Markdown has every step's errno; `run --raw` has every field)
+    small = {ps: {**d, "traces": [t if t["verdict"] not in ("PASS", "UNSUPPORTED") else
+                                  {**t, "steps": [], "nsteps": len(t["steps"])} for t in d["traces"]]}
              for ps, d in by_ps.items()}
     raw_out.write_text(json.dumps({"vfiospec_spapr_raw": 1, "runs": small}, separators=(",", ":")) + "\n")
     pss = [p for p in PAGESIZES if p in by_ps]
@@ -966,7 +969,8 @@ def write_reports(raw_docs: list[dict], raw_out: Path, md_out: Path, title: str,
         except (OSError, ValueError, TypeError):
             pass
         ran = [t for t in d["traces"] if t["verdict"] != "UNSUPPORTED"]
-        counts = {v: sum(t["verdict"] == v for t in d["traces"]) for v in ("PASS", "FAIL", "ERROR", "UNSUPPORTED")}
+        counts = {v: sum(t["verdict"] == v for t in d["traces"])
+                  for v in ("PASS", "XFAIL", "FAIL", "ERROR", "UNSUPPORTED")}
         rb = d.get("reboots") or {}
         st = "; ".join(f"stateful {m['mode']} {m['verdict']} ({m['examples']} examples, {m['steps']} steps, "
                        f"{m['seconds']:.0f} s)" for m in d.get("stateful", []))
@@ -975,7 +979,8 @@ def write_reports(raw_docs: list[dict], raw_out: Path, md_out: Path, title: str,
                      f"boots {min(d['boot_seconds']) if d['boot_seconds'] else '?'}–"
                      f"{max(d['boot_seconds']) if d['boot_seconds'] else '?'} s to agent ready. "
                      f"{len(ran)} traces run in {d.get('traces_seconds', d['seconds'])} s "
-                     f"({counts['PASS']} pass, {counts['FAIL']} fail, {counts['ERROR']} error; "
+                     f"({counts['PASS']} pass, {counts['XFAIL']} waived, {counts['FAIL']} fail, "
+                     f"{counts['ERROR']} error; "
                      f"{counts['UNSUPPORTED']} not this guest's platform) on {len(d['boot_seconds'])} boots"
                      + (", a fresh guest each" if d.get("fresh", True) else
                         f" (a new agent per trace; rebooted after {rb.get('phb', 0)} PHB-poisoning and "
