@@ -74,7 +74,9 @@ def generate_main(argv) -> int:
     ap.add_argument("-n", type=int, default=10, help="number of traces (default 10)")
     ap.add_argument("--depth", type=int, default=12, help="steps per behaviour (TLC -depth, default 12)")
     ap.add_argument("--seed", type=int, default=1, help="first TLC -seed (trace k uses seed+k)")
-    ap.add_argument("--model", action="append", choices=sorted(GENERATORS), help="models to simulate (default: all that map to uAPI steps)")
+    ap.add_argument("--model", action="append", choices=sorted(GENERATORS),
+                    help="models to simulate (default: the base models that map to uAPI steps; "
+                         "variants such as type1_guest only when named)")
     ap.add_argument("--max-errors", type=int, default=1,
                     help="at most this many failing calls in a row (default 1; -1: no bound, a uniform random walk)")
     args = ap.parse_args(argv)

@@ -17,9 +17,22 @@ from pathlib import Path
 
 from . import tlc
 from .tlavalue import parse_value
-from .traces import CONCRETIZERS
+from .traces import CONCRETIZERS, base_model
 
-GENERATORS = {"type1": "Type1", "iommufd": "Iommufd", "mdev": "Mdev", "spapr": "SpaprTce"}
+
+def _generators() -> dict[str, str]:
+    """model -> module of every shipped model that maps to uAPI steps (variants such as
+    type1_guest included, deliberately broken ones not)."""
+    out = {}
+    for m in tlc.list_models():
+        man = tlc.load_manifest(m)
+        if base_model(m) in CONCRETIZERS and not man.get("broken"):
+            out[m] = man["module"]
+    return out
+
+
+GENERATORS = _generators()
+DEFAULT_MODELS = sorted(m for m in GENERATORS if m == base_model(m))   # without --model: not the variants
 
 
 def read_constants(cfg_text: str) -> dict:
@@ -89,7 +102,7 @@ def simulate(model: str, depth: int, seed: int, max_errors: int | None = 1, time
 
 
 def behaviour_to_trace(model: str, states: list[dict], consts: dict, name: str, seed: int, depth: int) -> dict:
-    conc = CONCRETIZERS[model](consts)
+    conc = CONCRETIZERS[base_model(model)](consts)
     steps = conc.build(states)
     desc = (f"TLC simulation of spec/models/{model} (seed {seed}, {depth} abstract steps); "
             f"expectations are the spec's.")
@@ -104,7 +117,7 @@ def behaviour_to_trace(model: str, states: list[dict], consts: dict, name: str, 
 def generate(out: str, n: int = 10, depth: int = 12, seed: int = 1, models=None, jobs: int = 2, log=print,
              max_errors: int | None = 1) -> list[Path]:
     """Write `n` traces (round robin over `models`) into directory `out`."""
-    models = models or sorted(GENERATORS)
+    models = models or DEFAULT_MODELS
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     plan = [(models[k % len(models)], seed + k) for k in range(n)]

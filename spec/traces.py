@@ -257,7 +257,7 @@ def _areas(state, slot):
 
 
 # ---------------------------------------------------------------- mdev
-UUIDS = {f"m{k}": f"5e1e0e1d-0000-4000-8000-00000000000{k}" for k in range(10)}
+UUIDS = {f"m{k}": f"5e1e0e1d-0000-4000-8000-{k:012x}" for k in range(16)}
 MTTY = "/sys/class/mdev_bus/mtty/mdev_supported_types"
 
 
@@ -460,6 +460,11 @@ CONCRETIZERS = {"type1": Type1Concretizer, "iommufd": IommufdConcretizer, "mdev"
                 "spapr": SpaprConcretizer}
 
 
+def base_model(model: str) -> str:
+    """The model a variant is of: type1_guest -> type1, iommufd_bind_twice -> iommufd."""
+    return model.split("_")[0]
+
+
 def behaviour_steps(trace) -> list[dict]:
     """States of a TLC counterexample / simulation, without the generator's counter."""
     return [s for _, s in trace]
@@ -484,7 +489,7 @@ def counterexample_text(res, man) -> str:
 
 def counterexample_trace(res, man, name=None) -> dict:
     """A TLC counterexample as a trace-format v1 document (when the model maps to uAPI steps)."""
-    base = man["model"].split("_")[0]
+    base = base_model(man["model"])
     consts = man.get("constants")
     if consts is None:
         from .generate import read_constants

@@ -26,7 +26,7 @@ from . import tlc
 from .generate import read_constants
 from .tlavalue import parse_state, to_tla
 from .traces import (PAGE, SPAPR_CREATE_ARG, SPAPR_PLATFORM, SPAPR_TYPES, SPAPR_USER_PAGE, SPAPR_IOMMU_PAGE,
-                     SPAPR_WINDOW_START, UUIDS, spapr_iova, spapr_window_of)
+                     SPAPR_WINDOW_START, UUIDS, base_model, spapr_iova, spapr_window_of)
 
 MODULES = {"type1": "Type1", "iommufd": "Iommufd", "mdev": "Mdev", "spapr": "SpaprTce"}
 
@@ -480,6 +480,38 @@ def model_of(doc) -> str:
     raise Unrepresentable("the trace uses none of the modelled interfaces")
 
 
+def variants_of(base: str) -> list[str]:
+    """The shipped models of one base, the base first (e.g. type1, type1_guest); not broken ones."""
+    return [base] + sorted(m for m in tlc.list_models()
+                           if m != base and base_model(m) == base and not tlc.load_manifest(m).get("broken"))
+
+
+def _model_consts(model: str) -> tuple[dict, str]:
+    man = tlc.load_manifest(model)
+    cfg_text = (tlc.MODELS_DIR / model / man["config"]).read_text()
+    return read_constants(cfg_text), cfg_text
+
+
+def _expresses(model: str, doc: dict) -> bool:
+    """Every step of `doc` (and its platform) is expressible with `model`'s constants."""
+    base = base_model(model)
+    consts, _ = _model_consts(model)
+    try:
+        check_platform(base, doc.get("platform"), consts)
+        ab = ABSTRACTORS[base](consts)
+        for step in doc["steps"]:
+            ab.step(step, results_of(step)[0])
+    except Unrepresentable:
+        return False
+    return True
+
+
+def pick_model(base: str, doc: dict) -> str:
+    """The first of the base's models (base first, then variants such as mdev_guest) whose
+    constants express the whole trace; the base when none does."""
+    return next((m for m in variants_of(base) if _expresses(m, doc)), base)
+
+
 @dataclasses.dataclass
 class Report:
     name: str
@@ -599,20 +631,20 @@ def check_spapr_platform(platform: dict) -> None:
 def validate_doc(doc: dict, timeout: float = 600) -> Report:
     rep = Report(name=doc.get("name", "?"))
     try:
-        rep.model = model = model_of(doc)
+        base = model_of(doc)
     except Unrepresentable as exc:
         rep.note = str(exc)
         return rep
+    rep.model = model = pick_model(base, doc)
     man = tlc.load_manifest(model)
-    cfg_text = (tlc.MODELS_DIR / model / man["config"]).read_text()
-    consts = read_constants(cfg_text)
+    consts, cfg_text = _model_consts(model)
     try:
-        check_platform(model, doc.get("platform"), consts)
+        check_platform(base, doc.get("platform"), consts)
     except Unrepresentable as exc:
         rep.complete = False
         rep.note = f"outside the model: {exc}"
         return rep
-    ab = ABSTRACTORS[model](consts)
+    ab = ABSTRACTORS[base](consts)
     entries, index = [], []
     for k, step in enumerate(doc["steps"]):
         try:
@@ -638,7 +670,7 @@ def validate_doc(doc: dict, timeout: float = 600) -> Report:
         rep.accepted = rep.complete
         rep.note = (rep.note + "; " if rep.note else "") + "no modelled step"
         return rep
-    name, text = trace_module(MODULES[model], entries)
+    name, text = trace_module(man["module"], entries)
     keep = []
     for line in cfg_text.splitlines():
         if re.match(r"^[A-Z]+\b", line):

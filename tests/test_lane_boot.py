@@ -85,8 +85,10 @@ def test_type1_overlap_and_bisect_on_a_real_kernel(name):
     iommufd = facts["features"]["iommufd"] and facts["features"]["cdev"]
     runs = drive(name, TYPE1, *([IOMMUFD] if iommufd else []))
     hello = runs[0][0]
-    assert hello["platform"]["groups"]["g0"]["devices"] == {"dev0": "vfio-pci"}
+    assert hello["platform"]["groups"]["g0"]["devices"] == {"dev0": {"driver": "vfio-pci", "reset": False}}
     assert hello["platform"]["vfio_container"] == facts["container"]
+    assert hello["platform"]["params"]["transparent_hugepage"] is facts["features"]["thp"]
+    assert hello["platform"]["iommu"]["coherent"] is False
     steps = runs[1]
     assert [s.get("errno") for s in steps[:6]] == [None] * 6, steps
     assert steps[6]["errno"] == "EEXIST"

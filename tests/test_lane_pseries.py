@@ -65,16 +65,28 @@ def test_protocol_stream_through_boot_command(pagesize):
 
 @pytest.mark.parametrize("pagesize", ["4k", "64k"])
 def test_kernel_run_traces_pass(pagesize, tmp_path):
-    """Every kernel-run sPAPR trace for this page size passes on a fresh guest,
-    and only the unregister-while-mapped trace makes the kernel warn."""
+    """Every kernel-run sPAPR trace for this page size passes, but the v2 MAP past a
+    window's end, whose oops is waived; only the unregister-while-mapped trace makes
+    the kernel warn at exit (and REGISTER of size 0 in vzalloc). Guests are shared: fewer boots than traces, a reboot
+    after each PHB-poisoning trace and after the oops."""
     _need(pagesize)
     doc = pseries.run_traces([str(TRACES)], pagesize, out=tmp_path / "raw.json", quiet=True)
     bad = [(t["name"], t["verdict"], [s for s in t["steps"] if s["verdict"] != "PASS"])
-           for t in doc["traces"] if t["verdict"] not in ("PASS", "UNSUPPORTED")]
+           for t in doc["traces"] if t["verdict"] not in ("PASS", "UNSUPPORTED")
+           and (t["name"], t["verdict"]) != ("spapr-kernel-v2-map-past-window-end", "XFAIL")]
     assert not bad, bad
+    crash = next(t for t in doc["traces"] if t["name"] == "spapr-kernel-v2-map-past-window-end")
+    assert crash["verdict"] == "XFAIL" and any(w.startswith("Oops") for w in crash["kernel_warnings"])
+    assert doc["reboots"]["crash"] == 1 and doc["reboots"]["phb"] >= 1
+    assert len(doc["boot_seconds"]) < len([t for t in doc["traces"] if t["verdict"] != "UNSUPPORTED"])
+    assert not any(t.get("shared_guest") for t in doc["traces"])
     ran = {t["name"]: t for t in doc["traces"] if t["verdict"] == "PASS"}
     assert f"spapr-kernel-map-64k-window-{pagesize}" in ran
     assert "spapr-kernel-map-64k-window-" + ("64k" if pagesize == "4k" else "4k") not in ran
-    warned = {n for n, t in ran.items() if t["kernel_warnings"]}
-    assert warned == {"spapr-kernel-unregister-while-mapped"}, warned
+    # besides the leak's exit-time warning, only REGISTER of size 0 warns (vzalloc(0),
+    # WARN_ON_ONCE: once a boot, in whichever trace asks first)
+    warned = {n: t["kernel_warnings"] for n, t in ran.items() if t["kernel_warnings"]}
+    assert "spapr-kernel-unregister-while-mapped" in warned, warned
+    assert all("mm/vmalloc.c" in w for n, ws in warned.items() if n != "spapr-kernel-unregister-while-mapped"
+               for w in ws), warned
     assert any("mmu_context.c" in w for w in ran["spapr-kernel-unregister-while-mapped"]["kernel_warnings"])

@@ -108,3 +108,77 @@ def test_shipped_spapr_traces_are_reproducible(generated_spapr):
     shipped = shipped_traces_dir() / "generated"
     for p in generated_spapr:
         assert json.loads(p.read_text()) == json.loads((shipped / p.name).read_text()), p.name
+
+
+# ---------------------------------------------------------------- the x86 lane's guest
+# spec/models/type1_guest (one group g0) and mdev_guest (mtty-2 with 12 instances):
+# traces the x86 real-kernel lane runs (vfiospec/lane: trace_fits).
+X86_FEATURES = {"container": "vfio", "iommufd": True, "cdev": True, "mtty": True, "series": "6.12", "thp": False}
+X86_GUEST = {"mdev_parents": {"mtty": {"types": {"mtty-1": {"available_instances": 24},
+                                                 "mtty-2": {"available_instances": 12}}}}}
+GUEST_PLATFORMS = {
+    "type1_guest": {"groups": {"g0": {"devices": {"dev0": "vfio-pci"}}}},
+    "mdev_guest": {"groups": {}, "mdev_parents": {"mtty": {"types": {"mtty-2": {"available_instances": 12}}}}},
+}
+
+
+@pytest.fixture(scope="module")
+def generated_guest(tmp_path_factory):
+    """Seeds 716 and 720: the shipped gen-type1_guest-s716-d30 and gen-mdev_guest-s720-d30."""
+    out = tmp_path_factory.mktemp("generated-guest")
+    for model, seed in (("type1_guest", 716), ("mdev_guest", 720)):
+        assert generate_main(["--out", str(out), "-n", "1", "--depth", "30", "--seed", str(seed),
+                              "--model", model]) == 0
+    return sorted(out.glob("*.json"))
+
+
+def _shipped_guest():
+    from vfiospec.conformance.run import shipped_traces_dir
+    return sorted((shipped_traces_dir() / "generated").glob("gen-*_guest-s*-d30.json"))
+
+
+def test_variants_are_generators_but_not_the_default():
+    from vfiospec.spec.generate import DEFAULT_MODELS, GENERATORS
+    assert DEFAULT_MODELS == ["iommufd", "mdev", "spapr", "type1"]
+    assert GENERATORS["type1_guest"] == "Type1" and GENERATORS["mdev_guest"] == "Mdev"
+    assert "iommufd_bind_twice" not in GENERATORS
+
+
+def test_generated_guest_traces_are_the_x86_guest(generated_guest):
+    from vfiospec.lane import trace_fits
+    assert [p.name for p in generated_guest] == ["gen-mdev_guest-s720-d30.json", "gen-type1_guest-s716-d30.json"]
+    for p in generated_guest:
+        doc = json.loads(p.read_text())
+        model = p.name.split("-")[1]
+        assert doc["vfiospec"] == 1 and doc["source"] == "generated" and doc["requirements"], p
+        assert f"spec/models/{model} " in doc["description"]
+        assert doc["platform"] == GUEST_PLATFORMS[model], p
+        assert trace_fits(load_trace(p), X86_FEATURES, guest=X86_GUEST) == (True, "")
+
+
+def test_generated_guest_traces_replay_green_on_the_reference(generated_guest):
+    ref = get_target("reference")
+    for p in generated_guest:
+        res = run_trace(load_trace(p), ref)
+        bad = [(s.index, s.call_text(), s.observed.brief()) for s in res.steps if s.verdict != "PASS"]
+        assert res.verdict == "PASS", f"{p.name}: {bad}"
+
+
+def test_shipped_guest_traces_are_reproducible(generated_guest):
+    shipped = {p.name: p for p in _shipped_guest()}
+    for p in generated_guest:
+        assert json.loads(p.read_text()) == json.loads(shipped[p.name].read_text()), p.name
+
+
+def test_shipped_guest_traces_fit_the_x86_guest_and_replay_green():
+    """All eight: four per variant, each fits the lane's guest and passes on the reference."""
+    from vfiospec.lane import trace_fits
+    shipped = _shipped_guest()
+    assert sorted(p.name.split("-")[1] for p in shipped) == ["mdev_guest"] * 4 + ["type1_guest"] * 4
+    ref = get_target("reference")
+    for p in shipped:
+        doc = json.loads(p.read_text())
+        assert doc["platform"] == GUEST_PLATFORMS[p.name.split("-")[1]], p.name
+        t = load_trace(p)
+        assert trace_fits(t, X86_FEATURES, guest=X86_GUEST) == (True, ""), p.name
+        assert run_trace(t, ref).verdict == "PASS", p.name

@@ -66,6 +66,9 @@ TypeOK ==
     /\ mdevs \in [Uuids -> Types \cup {""}]
     /\ avail \in [Types -> 0..Total]
 
+(* What the guest variant counts (VIEW): successors do not depend on lastCall, lastResult, lastOut. *)
+StateView == <<mdevs, avail>>
+
 (* available_instances plus the live mdevs of a type is the parent's capacity. *)
 MDEV_INSTANCES_CONSERVED == \A t \in Types : avail[t] + Cardinality(Of(t)) = Total
 =============================================================================
