@@ -162,6 +162,20 @@ def test_the_x86_guest_says_what_it_is():
     fmt = line[len("printf '"):line.rindex("\\n'")]
     doc = json.loads((fmt.replace("@IOMMU@", json.dumps(X86_GUEST_IOMMU)).replace("@DMA_ENTRY_LIMIT@", "65535")
                       .replace("@SERIES@", "6.12").replace("@CONTAINER@", "vfio").replace("@KERNEL@", "k"))
-                     % ("6.12.117", "false", "3", "vfio-pci", ""))
+                     % ("6.12.117", "false", '"g0": {"number": 3, "devices": {"dev0": {"driver": "vfio-pci", '
+                        '"reset": false}}}, "g1": {"number": 4, "devices": {"dev1": {"driver": "vfio-pci", '
+                        '"reset": false}}}', ""))
     p = parse_platform(doc["platform"])
     assert p.iommu.coherent is False and p.transparent_hugepage is False and p.devices["dev0"].reset is False
+    assert p.groups["g1"].number == 4 and p.devices["dev1"].reset is False
+
+
+def test_trace_fits_takes_the_guests_groups():
+    two = _T({"groups": {"g0": {"devices": {"dev0": "vfio-pci"}}, "g1": {"devices": {"dev1": "vfio-pci"}}}})
+    guest = {"groups": {"g0": {"number": 3, "devices": {"dev0": {"driver": "vfio-pci", "reset": False}}},
+                        "g1": {"number": 4, "devices": {"dev1": {"driver": "vfio-pci", "reset": False}}}}}
+    assert trace_fits(two, FEATS, guest=guest)[0]
+    ok, why = trace_fits(two, FEATS)
+    assert not ok and "g0 = dev0" in why
+    three = _T({"groups": {"g1": {"devices": {"dev1": "vfio-pci", "dev2": "vfio-pci"}}}})
+    assert not trace_fits(three, FEATS, guest=guest)[0]

@@ -66,13 +66,13 @@ def _x86():
 
 
 def _uses_device_reset(steps) -> bool:
-    """Whether a step expects VFIO_DEVICE_RESET / VFIO_DEVICE_GET_INFO to succeed on dev0's fd
+    """Whether a step expects VFIO_DEVICE_RESET / VFIO_DEVICE_GET_INFO to succeed on an edu device's fd
     (what it answers depends on the device's reset; an expected errno from an earlier check,
     e.g. before bind, does not)."""
     fds = set()
     for s in steps:
         where = json.dumps([s.get("path"), s.get("arg")])
-        if s.get("as") and "{dev0" in where:
+        if s.get("as") and "{dev" in where:
             fds.add(s["as"])
     for s in steps:
         if s.get("call") == "ioctl" and s.get("fd") in fds and _expects_success(s):
@@ -121,11 +121,15 @@ def trace_fits(trace, features: dict | None = None, arch: str = "x86",
         return False, f"platform iommu {kind}: not an x86 VT-d machine"
     if not features:
         return True, ""
+    have_groups = {n: set((g or {}).get("devices") or {}) for n, g in
+                   ((guest or {}).get("groups") or {"g0": {"devices": {"dev0": "vfio-pci"}}}).items()}
     for gname, g in (plat.get("groups") or {"g0": {"devices": {"dev0": "vfio-pci"}}}).items():
         devs = (g or {}).get("devices", {})
-        if gname != "g0" or set(devs) - {"dev0"} or (g or {}).get("noiommu") or any(
+        if gname not in have_groups or set(devs) - have_groups[gname] or (g or {}).get("noiommu") or any(
                 (d if isinstance(d, str) else (d or {}).get("driver")) != "vfio-pci" for d in devs.values()):
-            return False, f"platform group {gname} {json.dumps(g)}: the guest has one group g0 = edu on vfio-pci"
+            return False, f"platform group {gname} {json.dumps(g)}: the guest's groups are " \
+                          + ", ".join(f"{n} = {'+'.join(sorted(d))}" for n, d in sorted(have_groups.items())) \
+                          + " (edu on vfio-pci)"
         for d in devs.values():
             reset = d.get("reset", True) if isinstance(d, dict) else True
             if reset != X86_GUEST_DEVICE["reset"] and _uses_device_reset(getattr(trace, "steps", None) or []):

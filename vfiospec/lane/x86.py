@@ -166,7 +166,7 @@ def kernel_image(name: str) -> tuple[Path, dict]:
 
 
 INIT = r"""#!/bin/sh
-# vfiospec lane guest init: bind edu to vfio-pci, describe the machine, run the agent.
+# vfiospec lane guest init: bind the edu devices to vfio-pci, describe the machine, run the agent.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -176,25 +176,31 @@ say() { echo "vfiospec-init: $*" > /dev/console; }
 if [ -f /lib/modules/order ]; then
   for m in $(cat /lib/modules/order); do insmod /lib/modules/$m || say "insmod $m failed"; done
 fi
-EDU=
+# the edu devices, in PCI address order: the first is g0/dev0, the second g1/dev1
+N=/tmp/names.env
+: > $N
+GROUPS=
+i=0
 for d in /sys/bus/pci/devices/*; do
-  if [ "$(cat $d/vendor)" = 0x1234 ] && [ "$(cat $d/device)" = 0x11e8 ]; then EDU=${d##*/}; fi
+  [ "$(cat $d/vendor)" = 0x1234 ] && [ "$(cat $d/device)" = 0x11e8 ] || continue
+  A=${d##*/}
+  echo vfio-pci > $d/driver_override
+  echo $A > /sys/bus/pci/drivers_probe
+  DRV=$(readlink $d/driver); DRV=${DRV##*/}
+  G=$(readlink $d/iommu_group); G=${G##*/}
+  echo "g$i=$G" >> $N
+  echo "dev$i=$A" >> $N
+  for c in $d/vfio-dev/vfio*; do [ -e "$c" ] && echo "dev$i.cdev=${c##*/}" >> $N && CDEV=${c##*/}; done
+  [ -n "$GROUPS" ] && GROUPS="$GROUPS, "
+  GROUPS="$GROUPS\"g$i\": {\"number\": $G, \"devices\": {\"dev$i\": {\"driver\": \"$DRV\", \"reset\": false}}}"
+  [ $i = 0 ] && EDU=$A && G0=$G
+  i=$((i + 1))
 done
 [ -n "$EDU" ] || say "no edu device"
-echo vfio-pci > /sys/bus/pci/devices/$EDU/driver_override
-echo $EDU > /sys/bus/pci/drivers_probe
-DRV=$(readlink /sys/bus/pci/devices/$EDU/driver); DRV=${DRV##*/}
-G=$(readlink /sys/bus/pci/devices/$EDU/iommu_group); G=${G##*/}
-CDEV=
-for c in /sys/bus/pci/devices/$EDU/vfio-dev/vfio*; do [ -e "$c" ] && CDEV=${c##*/}; done
-N=/tmp/names.env
-echo "g0=$G" > $N
-echo "dev0=$EDU" >> $N
 # the guest is disposable: every /dev/vfio node and mdev path may be used (error-path traces
 # name absent groups, devices and UUIDs on purpose)
 echo "allow=/dev/vfio/,/dev/iommu,/sys/bus/mdev/,/sys/class/mdev_bus/,/sys/devices/virtual/mtty/" >> $N
 echo "allow_all_names=1" >> $N
-[ -n "$CDEV" ] && echo "dev0.cdev=$CDEV" >> $N
 P=/tmp/platform.json
 TYPES=
 if [ -d /sys/class/mdev_bus/mtty ]; then
@@ -216,9 +222,9 @@ MP=
 [ -n "$TYPES" ] && MP=", \"mdev_parents\": {\"mtty\": {\"types\": {$TYPES}}}"
 THP=false
 [ -d /sys/kernel/mm/transparent_hugepage ] && THP=true
-printf '{"target": "linux %s x86_64 @KERNEL@ (vfiospec-agent)", "platform": {"kernel": "@SERIES@", "iommu": @IOMMU@, "vfio_container": "@CONTAINER@", "params": {"transparent_hugepage": %s, "dma_entry_limit": @DMA_ENTRY_LIMIT@}, "groups": {"g0": {"number": %s, "devices": {"dev0": {"driver": "%s", "reset": false}}}}%s}}\n' \
-  "$(uname -r)" "$THP" "$G" "$DRV" "$MP" > $P
-say "edu=$EDU driver=$DRV group=$G cdev=$CDEV iommufd=$([ -e /dev/iommu ] && echo yes || echo no) container=$([ -e /dev/vfio/vfio ] && echo yes || echo no)"
+printf '{"target": "linux %s x86_64 @KERNEL@ (vfiospec-agent)", "platform": {"kernel": "@SERIES@", "iommu": @IOMMU@, "vfio_container": "@CONTAINER@", "params": {"transparent_hugepage": %s, "dma_entry_limit": @DMA_ENTRY_LIMIT@}, "groups": {%s}%s}}\n' \
+  "$(uname -r)" "$THP" "$GROUPS" "$MP" > $P
+say "edu=$EDU driver=$DRV group=$G0 edus=$i cdev=$CDEV iommufd=$([ -e /dev/iommu ] && echo yes || echo no) container=$([ -e /dev/vfio/vfio ] && echo yes || echo no)"
 /bin/vfiospec-agent --config $P --config $N --device @DEVICE@ --ready
 say "agent exited ($?)"
 poweroff -f
@@ -256,10 +262,11 @@ def initramfs(name: str, facts: dict, device: str = "/dev/ttyS1") -> Path:
 
 
 def qemu_argv(image: Path, initrd: Path, console: Path, sock: Path, memory: str = "512M") -> list[str]:
-    """QEMU TCG q35 with VT-d (intremap, caching-mode), split irqchip, edu; ttyS0 console, ttyS1 agent."""
+    """QEMU TCG q35 with VT-d (intremap, caching-mode), split irqchip, two edu devices (g0/dev0
+    and g1/dev1 when each is alone in its IOMMU group); ttyS0 console, ttyS1 agent."""
     return [QEMU, "-accel", "tcg", "-machine", "q35,kernel-irqchip=split", "-cpu", "max", "-smp", "1",
             "-m", memory, "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
-            "-device", "intel-iommu,intremap=on,caching-mode=on", "-device", "edu",
+            "-device", "intel-iommu,intremap=on,caching-mode=on", "-device", "edu", "-device", "edu",
             "-kernel", str(image), "-initrd", str(initrd),
             "-append", "console=ttyS0 intel_iommu=on iommu=pt panic=-1 loglevel=4 no_timer_check",
             "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
