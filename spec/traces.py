@@ -117,7 +117,8 @@ class Type1Concretizer(Concretizer):
 
     def platform(self):
         groups = sorted(self.consts["Groups"])
-        return {"groups": {g: {"devices": {f"dev{g[1:]}": "vfio-pci"}} for g in groups}}
+        # Type1.tla is VFIO's own container (IOMMUFD's emulation answers otherwise)
+        return {"groups": {g: {"devices": {f"dev{g[1:]}": "vfio-pci"}} for g in groups}, "vfio_container": "vfio"}
 
     def prologue(self):
         return [{"call": "open", "path": "/dev/vfio/vfio", "as": "container"},

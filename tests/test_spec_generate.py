@@ -36,12 +36,16 @@ def test_generated_traces_are_trace_format_v1(generated):
             assert e == "ok" or "errno" in e or "ret" in e or "data" in e
 
 
-def test_generated_traces_replay_green_on_the_reference(generated):
+def assert_green_on_the_reference(paths):
     ref = get_target("reference")
-    for p in generated:
+    for p in paths:
         res = run_trace(load_trace(p), ref)
         bad = [(s.index, s.call_text(), s.observed.brief()) for s in res.steps if s.verdict != "PASS"]
         assert res.verdict == "PASS", f"{p.name}: {bad}"
+
+
+def test_generated_traces_replay_green_on_the_reference(generated):
+    assert_green_on_the_reference(generated)
 
 
 # ---------------------------------------------------------------- sPAPR
@@ -117,7 +121,7 @@ X86_FEATURES = {"container": "vfio", "iommufd": True, "cdev": True, "mtty": True
 X86_GUEST = {"mdev_parents": {"mtty": {"types": {"mtty-1": {"available_instances": 24},
                                                  "mtty-2": {"available_instances": 12}}}}}
 GUEST_PLATFORMS = {
-    "type1_guest": {"groups": {"g0": {"devices": {"dev0": "vfio-pci"}}}},
+    "type1_guest": {"groups": {"g0": {"devices": {"dev0": "vfio-pci"}}}, "vfio_container": "vfio"},
     "mdev_guest": {"groups": {}, "mdev_parents": {"mtty": {"types": {"mtty-2": {"available_instances": 12}}}}},
 }
 
@@ -157,11 +161,7 @@ def test_generated_guest_traces_are_the_x86_guest(generated_guest):
 
 
 def test_generated_guest_traces_replay_green_on_the_reference(generated_guest):
-    ref = get_target("reference")
-    for p in generated_guest:
-        res = run_trace(load_trace(p), ref)
-        bad = [(s.index, s.call_text(), s.observed.brief()) for s in res.steps if s.verdict != "PASS"]
-        assert res.verdict == "PASS", f"{p.name}: {bad}"
+    assert_green_on_the_reference(generated_guest)
 
 
 def test_shipped_guest_traces_are_reproducible(generated_guest):

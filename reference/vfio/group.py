@@ -212,6 +212,10 @@ class GroupFile(File):
             ictx.users += 1
             k.cover("GROUP-SET-CONTAINER-IOMMUFD")
             return Result(0)
+        if not k.at_least(6, 2):
+            # before iommufd could stand in for a container (v6.2) an fd that is not a
+            # container fell through vfio_container_from_file with ret = -EINVAL
+            raise Errno("EINVAL", "GROUP-SET-CONTAINER-NOT-CONTAINER-PRE-IOMMUFD")
         raise Errno("EBADFD", "GROUP-SET-CONTAINER-NOT-CONTAINER")
 
     def unset_container(self, arg) -> Result:
