@@ -286,7 +286,7 @@ class MdevConcretizer(Concretizer):
 # ---------------------------------------------------------------- sPAPR TCE
 # The platform of the generated sPAPR traces: the ppc64le pseries guest under QEMU
 # (vfiospec/lane/pseries.py: guest_platform, without process.page_size, so the
-# traces run on both its 4K and 64K kernels).
+# traces run on both its 4K and 64K kernels, and with the model's one group: g0).
 SPAPR_PLATFORM = {"kernel": "6.12",
                   "iommu": {"kind": "spapr", "dma32_window": [0, "0x40000000"],
                             "pgsizes": [4096, 65536, 2097152, 16777216],

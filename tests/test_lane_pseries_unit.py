@@ -39,13 +39,14 @@ def test_kernel_builds_differ_by_page_size():
     assert a.key() == pseries.kernel("4k").key()
 
 
-def test_qemu_argv_keeps_edu_alone_and_uses_vof():
+def test_qemu_argv_puts_an_edu_alone_on_each_of_two_phbs_and_uses_vof():
     argv = pseries.qemu_argv(Path("/k"), Path("/i"), Path("/s"), Path("/c"), Path("/log"))
     assert argv[0] == "qemu-system-ppc64"
     assert "-nodefaults" in argv
     m = argv[argv.index("-M") + 1]
     assert m.startswith("pseries,") and "x-vof=on" in m
-    assert argv.count("-device") == 3 and "edu" in argv
+    assert argv.count("-device") == 5 and "edu" in argv and "edu,bus=phb1.0" in argv
+    assert "spapr-pci-host-bridge,index=1,id=phb1" in argv
     assert "spapr-vty,chardev=agent" in argv and "spapr-vty,chardev=ctl" in argv
 
 
@@ -77,7 +78,10 @@ def test_platform_mismatch_counts_what_the_steps_use():
 def test_platform_mismatch_machine():
     spapr = {"iommu": {"kind": "spapr"}}
     two = {**spapr, "groups": {"g0": {"devices": {"dev0": "vfio-pci"}}, "g1": {"devices": {"dev1": "vfio-pci"}}}}
-    assert "one group" in pseries.platform_mismatch(two, "4k", [])
+    assert pseries.platform_mismatch(two, "4k", []) is None
+    three = {**spapr, "groups": {"g1": {"devices": {"dev1": "vfio-pci", "dev2": "vfio-pci"}}}}
+    assert "one PHB each" in pseries.platform_mismatch(three, "4k", [])
+    assert "g2" in pseries.platform_mismatch({**spapr, "groups": {"g2": {"devices": {"dev2": "vfio-pci"}}}}, "4k", [])
     one = {**spapr, "groups": {"g0": {"devices": {"dev0": {"driver": "vfio-pci"}}}}}
     assert pseries.platform_mismatch(one, "4k", []) is None
     # the agent takes a trace's RLIMIT_MEMLOCK and drops capabilities for it
@@ -265,3 +269,29 @@ def test_warning_place_names_the_file_or_the_oops():
         == "mm/vmalloc.c:4037"
     assert pseries.warning_place("BUG: Unable to handle kernel data access on read at 0xc008000001040000") \
         == "BUG: Unable to handle kernel data access on read"
+
+
+def test_a_failed_boot_is_tried_once_more(monkeypatch):
+    starts = []
+
+    class Flaky:
+        def __init__(self, *a):
+            self.boot_seconds = 1.0
+
+        def start(self):
+            starts.append(self)
+            if len(starts) == 1:
+                raise RuntimeError("agent channel closed during boot:\nqemu-system-ppc64: OS terminated")
+            return self
+
+        def stop(self):
+            pass
+    monkeypatch.setattr(pseries.common, "ensure_packages", lambda pkgs: None)
+    monkeypatch.setattr(pseries, "Guest", Flaky)
+    lane = pseries.Lane("4k", preboot=False)
+    g = lane._start_guest()
+    assert len(starts) == 2 and g is starts[1] and g.number == 2 and lane.boots == [1.0]
+    starts.clear()
+    monkeypatch.setattr(Flaky, "start", lambda self: (_ for _ in ()).throw(RuntimeError("no boot")))
+    with pytest.raises(RuntimeError, match="no boot"):
+        lane._start_guest()

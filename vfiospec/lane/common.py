@@ -283,10 +283,12 @@ def build_agent(cc: str = "gcc", out: Path | None = None) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["make", "-s", "-C", str(AGENT_DIR), f"CC={cc}", f"OUT={out}"],
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")      # renamed when whole (see make_initramfs)
+    r = subprocess.run(["make", "-s", "-C", str(AGENT_DIR), f"CC={cc}", f"OUT={tmp}"],
                        capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"agent build with {cc} failed:\n{r.stdout}{r.stderr}")
+    os.replace(tmp, out)
     return out
 
 
@@ -339,8 +341,12 @@ def make_initramfs(out: Path, files: dict[str, bytes | Path], symlinks: dict[str
         entries.append(_newc_entry(rel, 0o120777, target.encode(), ino=ino))
     entries.append(_newc_entry("TRAILER!!!", 0, ino=0))
     out.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(out, "wb", compresslevel=6) as f:
+    # written aside and renamed: a lane running beside this one (or after an
+    # interrupted one) never boots a half-written initramfs
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    with gzip.open(tmp, "wb", compresslevel=6) as f:
         f.write(b"".join(entries))
+    os.replace(tmp, out)
     return out
 
 

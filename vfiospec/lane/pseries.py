@@ -287,44 +287,14 @@ def busybox_ppc64el() -> Path:
     return bb
 
 
-AGENT_IOCTL_CALL = "ioctl(fd, io->nr,"
-AGENT_IOCTL_FIX = "ioctl(fd, _IO((io->nr >> 8) & 0xff, io->nr & 0xff),"
-
-
 def build_agent() -> Path:
-    """The static C agent cross-compiled for ppc64le (common.build_agent).
-
-    layouts.h carries x86's ioctl numbers ((type << 8) | nr); powerpc encodes
-    _IO() with _IOC_NONE = 1 in the direction bits (0x20003b64 for
-    VFIO_GET_API_VERSION), so an agent that passes layouts.h's numbers straight
-    to ioctl() gets EINVAL for every VFIO ioctl there. Until agent.c encodes
-    them with its target's _IO(), a copy with that one-line fix is built."""
-    src = (common.AGENT_DIR / "agent.c").read_text()
-    if AGENT_IOCTL_CALL not in src:
-        return common.build_agent(cc=CROSS + "gcc")
-    files = {p.name: p.read_bytes() for p in common.AGENT_DIR.iterdir()
-             if p.suffix in (".c", ".h") or p.name == "Makefile"}
-    files["agent.c"] = src.replace(AGENT_IOCTL_CALL, AGENT_IOCTL_FIX).encode()
-    h = hashlib.sha256(CROSS.encode())
-    for n in sorted(files):
-        h.update(n.encode() + b"\0" + files[n])
-    out = CACHE / "agent" / f"vfiospec-agent-ppc64le-iofix-{h.hexdigest()[:12]}"
-    if out.exists():
-        return out
-    log("agent.c passes x86 ioctl numbers to ioctl(); building a ppc64le copy that encodes them with _IO()")
-    with tempfile.TemporaryDirectory() as d:
-        for n, b in files.items():
-            (Path(d) / n).write_bytes(b)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["make", "-s", "-C", d, f"CC={CROSS}gcc", f"OUT={out}"],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"ppc64le agent build failed:\n{r.stdout}{r.stderr}")
-    return out
+    """The static C agent cross-compiled for ppc64le (common.build_agent; agent.c
+    encodes ioctl numbers with its target's _IO(), which differs on powerpc)."""
+    return common.build_agent(cc=CROSS + "gcc")
 
 
 INIT = r"""#!/bin/sh
-# vfiospec pseries guest: bind the edu device to vfio-pci and run the agent on
+# vfiospec pseries guest: bind the edu devices to vfio-pci and run the agent on
 # hvc1, again each time it exits; on hvc2 (the control channel) a line
 # "restart" ends the agent (a new one, a new mm, announces itself ready) and
 # "quit" ends it for good, then power off.
@@ -332,18 +302,22 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /tmp && mount -t tmpfs tmpfs /tmp
-EDU=
+# the edu devices, in PCI address order (one per PHB: each PHB is an IOMMU group):
+# the first is g0/dev0, the second g1/dev1
+: > /tmp/names
+i=0
 for d in /sys/bus/pci/devices/*; do
-  [ "$(cat $d/vendor)" = 0x1234 ] && [ "$(cat $d/device)" = 0x11e8 ] && EDU=${d##*/}
+  [ "$(cat $d/vendor)" = 0x1234 ] && [ "$(cat $d/device)" = 0x11e8 ] || continue
+  A=${d##*/}
+  echo vfio-pci > $d/driver_override
+  echo $A > /sys/bus/pci/drivers_probe
+  G=$(basename "$(readlink $d/iommu_group)")
+  printf 'g%s=%s\ndev%s=%s\n' $i "$G" $i "$A" >> /tmp/names
+  [ $i = 0 ] && EDU=$A && G0=$G && DRV=$(basename "$(readlink $d/driver)")
+  [ $i = 1 ] && EDU1=$A && G1=$G
+  i=$((i + 1))
 done
-if [ -n "$EDU" ]; then
-  echo vfio-pci > /sys/bus/pci/devices/$EDU/driver_override
-  echo $EDU > /sys/bus/pci/drivers_probe
-  G=$(basename "$(readlink /sys/bus/pci/devices/$EDU/iommu_group)")
-  DRV=$(basename "$(readlink /sys/bus/pci/devices/$EDU/driver)")
-fi
-printf 'g0=%s\ndev0=%s\n' "$G" "$EDU" > /tmp/names
-echo "vfiospec-guest: dev0=$EDU g0=$G driver=$DRV kernel=$(uname -r)"
+echo "vfiospec-guest: dev0=$EDU g0=$G0 driver=$DRV kernel=$(uname -r) dev1=$EDU1 g1=$G1"
 (while read line; do
    [ "$line" = quit ] && : > /tmp/quit
    kill $(cat /tmp/agent.pid)
@@ -389,8 +363,9 @@ MACHINE = "pseries,cap-cfpc=broken,cap-sbbc=broken,cap-ibs=broken,cap-ccf-assist
 def qemu_argv(vmlinux: Path, initrd: Path, sock: Path, ctl: Path, console: Path,
               memory: str = "1G") -> list[str]:
     """QEMU pseries under TCG; hvc0 (console) to a file, hvc1 (agent) and hvc2
-    (control: a line there ends the agent) on unix sockets. -nodefaults keeps the edu device alone on the PHB: every device on
-    one PHB shares one IOMMU group."""
+    (control) on unix sockets; an edu device on each of two PHBs. A PHB is an
+    IOMMU group (every device on one shares it), so the two are g0 and g1;
+    -nodefaults keeps anything else off them."""
     return [QEMU, "-M", MACHINE, "-cpu", "POWER9", "-accel", "tcg", "-smp", "1", "-m", memory,
             "-nodefaults", "-display", "none", "-no-reboot",
             "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
@@ -400,7 +375,8 @@ def qemu_argv(vmlinux: Path, initrd: Path, sock: Path, ctl: Path, console: Path,
             "-device", "spapr-vty,chardev=agent",
             "-chardev", f"socket,id=ctl,path={ctl},server=on,wait=off",
             "-device", "spapr-vty,chardev=ctl",
-            "-device", "edu"]
+            "-device", "edu",
+            "-device", "spapr-pci-host-bridge,index=1,id=phb1", "-device", "edu,bus=phb1.0"]
 
 
 # WARN splats: "WARNING: CPU: 0 PID: 40 at FILE:LINE func" (6.12) and
@@ -511,7 +487,7 @@ def guest_platform(pagesize: str, series: str = DEFAULT_SOURCE) -> dict:
                       "pgsizes": [4096, 65536, 2097152, 16777216],
                       "max_windows": 2, "levels": 1, "ddw": True, "eeh": False},
             "vfio_container": "vfio",
-            "groups": {"g0": {"devices": {"dev0": "vfio-pci"}}},
+            "groups": {"g0": {"devices": {"dev0": "vfio-pci"}}, "g1": {"devices": {"dev1": "vfio-pci"}}},
             "process": {"page_size": 4096 if pagesize == "4k" else 65536},
             # pseries-base.config builds no TRANSPARENT_HUGEPAGE
             "params": {"transparent_hugepage": False}}
@@ -560,13 +536,22 @@ class Lane:
         self.crash_warnings: list[str] = []
         common.ensure_packages(RUN_PACKAGES)
 
-    def _start_guest(self) -> Guest:
-        self.n += 1
-        g = Guest(self.pagesize, self.series, self.workdir / f"boot{self.n}")
-        g.number = self.n
-        g.start()
-        self.boots.append(g.boot_seconds or 0.0)
-        return g
+    def _start_guest(self, tries: int = 2) -> Guest:
+        """A booted guest; a boot that fails is tried once more (and logged)."""
+        for attempt in range(tries):
+            self.n += 1
+            g = Guest(self.pagesize, self.series, self.workdir / f"boot{self.n}")
+            g.number = self.n
+            try:
+                g.start()
+            except RuntimeError as e:
+                g.stop()
+                if attempt + 1 == tries:
+                    raise
+                log(f"boot {self.n} failed, booting again: {str(e).splitlines()[0]}")
+                continue
+            self.boots.append(g.boot_seconds or 0.0)
+            return g
 
     def _preboot(self) -> None:
         """Boot the next guest in the background, so that `begin` does not wait a whole boot."""
@@ -750,7 +735,7 @@ _SPAPR_USES = {"eeh": ("EEH",), "ddw": ("TCE_CREATE", "TCE_REMOVE", "TCE_GET_INF
 
 def platform_mismatch(trace_platform: dict, pagesize: str, steps: list | None = None) -> str | None:
     """Why this guest cannot be the trace's platform, or None: the guest is
-    guest_platform() (one group g0 = edu on vfio-pci; the agent takes the
+    guest_platform() (g0 and g1, an edu device on vfio-pci each; the agent takes the
     trace's process.rlimit_memlock and process.caps for the trace). An
     iommu property in _SPAPR_USES counts only when `steps` use it (all count
     without `steps`), and huge-page memory is seen only in `steps`; a trace
@@ -774,11 +759,13 @@ def platform_mismatch(trace_platform: dict, pagesize: str, steps: list | None = 
     if "page_size" in (plat.get("process") or {}) and want.page_size != have.page_size:
         return f"the trace needs a {want.page_size}-byte page kernel; this guest has {have.page_size}"
     groups = plat.get("groups") or {"g0": {"devices": {"dev0": "vfio-pci"}}}
-    if groups != guest["groups"] and not (
-            set(groups) == {"g0"} and set((groups["g0"] or {})) == {"devices"}
-            and set(groups["g0"]["devices"]) == {"dev0"}
-            and groups["g0"]["devices"]["dev0"] in ("vfio-pci", {"driver": "vfio-pci"})):
-        return f"platform groups {json.dumps(groups)}: the guest has one group g0 = edu on vfio-pci"
+    for gname, g in groups.items():
+        devs = (g or {}).get("devices") or {}
+        if gname not in guest["groups"] or set(g or {}) - {"devices"} \
+                or set(devs) - set(guest["groups"][gname]["devices"]) \
+                or any(d not in ("vfio-pci", {"driver": "vfio-pci"}) for d in devs.values()):
+            return f"platform group {gname} {json.dumps(g)}: the guest's groups are g0 = dev0 and " \
+                   f"g1 = dev1 (edu on vfio-pci, one PHB each)"
     if plat.get("mdev_parents"):
         return "platform mdev_parents: the pseries guest has no mdev parent"
     if want.vfio_container != have.vfio_container:
