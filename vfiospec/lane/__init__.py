@@ -179,6 +179,7 @@ def run_kernel(name: str, trace_paths: list[Path], boot_cmd: str, features: dict
     from vfiospec.conformance.run import judge_with_waivers
     from vfiospec.reference.platform import parse_platform
     from vfiospec.conformance.runner import run_trace
+    from vfiospec.conformance.stateful import run_mode
     from vfiospec.conformance.targets import TargetError
     from vfiospec.conformance.targets.exec import ExecTarget
 
@@ -221,7 +222,6 @@ def run_kernel(name: str, trace_paths: list[Path], boot_cmd: str, features: dict
         traces_s = time.time() - t0
         modes = stateful_modes(features) if budget > 0 else []
         for m in modes:
-            from vfiospec.conformance.stateful import run_mode
             res = run_mode(m, f"linux-{name}", budget / len(modes), seed, target_obj=target, per_batch=5,
                            report_dir=report_dir or logdir)
             res.pop("platform", None)
