@@ -89,7 +89,7 @@ def test_platform_mismatch_machine():
     assert "caps" in pseries.platform_mismatch({**spapr, "process": {"caps": ["CAP_SYS_ADMIN"]}}, "4k", [])
     assert "platform" in pseries.platform_mismatch({"iommu": {"kind": "spapr", "levels": "x"}}, "4k", [])
     huge = [{"call": "mmap", "length": "0x400000", "as": "huge", "hugepage": True}]
-    assert "TRANSPARENT_HUGEPAGE" in pseries.platform_mismatch(spapr, "4k", huge)
+    assert "PageHuge" in pseries.platform_mismatch(spapr, "4k", huge)
 
 
 def test_guest_platform_matches_page_size():
