@@ -295,3 +295,15 @@ def test_a_failed_boot_is_tried_once_more(monkeypatch):
     monkeypatch.setattr(Flaky, "start", lambda self: (_ for _ in ()).throw(RuntimeError("no boot")))
     with pytest.raises(RuntimeError, match="no boot"):
         lane._start_guest()
+
+
+def test_archive_kernel_is_a_kernel_build_from_another_source(monkeypatch):
+    """The sid kernel goes through common.build_kernel like the others: only its
+    source (version, tree, label) differs, and its key is built from that version."""
+    a = pseries.archive_kernel("4k", "7.2", "7.2.13-1")
+    assert isinstance(a, pseries.KernelBuild) and a.build_deps == pseries.BUILD_DEPS
+    assert a.source_version() == "7.2.13-1" and a.source_label() == "linux-source-7.2 7.2.13-1 (sid)"
+    assert a.key() != pseries.archive_kernel("4k", "7.2", "7.2.14-1").key()
+    seen = []
+    monkeypatch.setattr(pseries, "archive_source_tree", lambda *a: seen.append(a) or Path("/src"))
+    assert a.source() == Path("/src") and seen == [("7.2", "7.2.13-1", "sid")]

@@ -132,11 +132,21 @@ class KernelBuild:
     build_deps: list[str] = field(default_factory=lambda: [
         "bc", "bison", "flex", "libelf-dev", "libssl-dev", "cpio", "xz-utils", "make", "gcc", "libc6-dev"])
 
+    def source_version(self) -> str:
+        """The version of the linux-source package built (installed from the machine's sources)."""
+        return deb_version(f"linux-source-{self.series}") or "uninstalled"
+
+    def source(self) -> Path:
+        """The unpacked source tree (source_tree)."""
+        return source_tree(self.series)
+
+    def source_label(self) -> str:
+        return f"linux-source-{self.series} {self.source_version()}"
+
     def key(self) -> str:
         """sha256 over the source version and everything that shapes the config."""
         h = hashlib.sha256()
-        src_ver = deb_version(f"linux-source-{self.series}") or "uninstalled"
-        h.update(json.dumps([self.series, src_ver, self.arch, self.base, self.image,
+        h.update(json.dumps([self.series, self.source_version(), self.arch, self.base, self.image,
                              self.cross_compile or ""]).encode())
         for f in self.fragments:
             h.update(b"\0" + Path(f).read_bytes())
@@ -199,7 +209,7 @@ def build_kernel(kb: KernelBuild, jobs: int | None = None) -> Path:
         if kb.cached():
             return kb.image_path
         ensure_packages(kb.build_deps)
-        src = source_tree(kb.series)
+        src = kb.source()
         build = CACHE / "build" / kb.key()
         build.mkdir(parents=True, exist_ok=True)
         jobs = jobs or os.cpu_count() or 2
@@ -231,7 +241,7 @@ def build_kernel(kb: KernelBuild, jobs: int | None = None) -> Path:
         shutil.copy2(logf, out / "build.log")
         release = (build / "include" / "config" / "kernel.release")
         meta = {"name": kb.name, "key": kb.key(), "arch": kb.arch, "series": kb.series,
-                "source": f"linux-source-{kb.series} {deb_version('linux-source-' + kb.series)}",
+                "source": kb.source_label(),
                 "release": release.read_text().strip() if release.exists() else None,
                 "fragments": [Path(f).name for f in kb.fragments],
                 "build_seconds": round(secs, 1), "jobs": jobs,

@@ -50,6 +50,8 @@ CROSS = "powerpc64le-linux-gnu-"
 DEFAULT_SOURCE = "6.12"
 PAGESIZES = ("4k", "64k")
 RUN_PACKAGES = ["qemu-system-ppc", "gcc-powerpc64le-linux-gnu", "libc6-dev-ppc64el-cross"]
+BUILD_DEPS = ["bc", "bison", "flex", "libelf-dev", "libssl-dev", "cpio", "xz-utils", "make",
+              "gcc-powerpc64le-linux-gnu", "libc6-dev-ppc64el-cross"]
 
 
 def log(*a):
@@ -63,9 +65,7 @@ def kernel(pagesize: str, series: str = DEFAULT_SOURCE) -> KernelBuild:
     linux-source-<series>, cached by common.KernelBuild.key()."""
     return KernelBuild(
         f"pseries-{series}-{pagesize}", "powerpc", "vmlinux", fragments(pagesize),
-        series=series, cross_compile=CROSS,
-        build_deps=["bc", "bison", "flex", "libelf-dev", "libssl-dev", "cpio", "xz-utils", "make",
-                    "gcc-powerpc64le-linux-gnu", "libc6-dev-ppc64el-cross"])
+        series=series, cross_compile=CROSS, build_deps=BUILD_DEPS)
 
 
 def fragments(pagesize: str) -> list[Path]:
@@ -75,15 +75,8 @@ def fragments(pagesize: str) -> list[Path]:
 
 
 def cached_kernel(pagesize: str, series: str = DEFAULT_SOURCE) -> Path | None:
-    """The cached vmlinux, or None (also when linux-source-<series> is not installed)."""
-    if common.deb_version(f"linux-source-{series}") is None:
-        return None
-    kb = kernel(pagesize, series)
-    return kb.image_path if kb.cached() else None
-
-
-def build_kernel(pagesize: str, series: str = DEFAULT_SOURCE) -> Path:
-    return common.build_kernel(kernel(pagesize, series), jobs=os.cpu_count() or 2)
+    """The cached vmlinux, or None (also when no source for `series` is known)."""
+    return kernel_image(pagesize, series, build=False)
 
 
 class ArchiveKernelBuild(KernelBuild):
@@ -91,17 +84,18 @@ class ArchiveKernelBuild(KernelBuild):
     newer Debian suite through a private apt state (the machine's own sources
     stay as they are); `deb_version` is that package's version."""
 
-    def __init__(self, *a, deb_version: str, **kw):
+    def __init__(self, *a, deb_version: str, suite: str = "sid", **kw):
         super().__init__(*a, **kw)
-        self.deb_version = deb_version
+        self.deb_version, self.suite = deb_version, suite
 
-    def key(self) -> str:
-        h = hashlib.sha256()
-        h.update(json.dumps([self.series, self.deb_version, self.arch, self.base, self.image,
-                             self.cross_compile or ""]).encode())
-        for f in self.fragments:
-            h.update(b"\0" + Path(f).read_bytes())
-        return h.hexdigest()[:16]
+    def source_version(self) -> str:
+        return self.deb_version
+
+    def source(self) -> Path:
+        return archive_source_tree(self.series, self.deb_version, self.suite)
+
+    def source_label(self) -> str:
+        return f"linux-source-{self.series} {self.deb_version} ({self.suite})"
 
 
 SUITES = {"sid": "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
@@ -178,76 +172,33 @@ def archive_source_tree(series: str, version: str, suite: str = "sid") -> Path:
 def archive_kernel(pagesize: str, series: str, version: str) -> ArchiveKernelBuild:
     return ArchiveKernelBuild(
         f"pseries-{series}-{pagesize}", "powerpc", "vmlinux", fragments(pagesize),
-        series=series, cross_compile=CROSS, deb_version=version)
+        series=series, cross_compile=CROSS, build_deps=BUILD_DEPS, deb_version=version)
 
 
-def build_archive_kernel(pagesize: str, series: str, version: str, suite: str = "sid") -> Path:
-    """common.build_kernel's steps on a source tree from a newer suite."""
-    kb = archive_kernel(pagesize, series, version)
-    if kb.cached():
-        return kb.image_path
-    tree = archive_source_tree(series, version, suite)
-    build = CACHE / "build" / kb.key()
-    build.mkdir(parents=True, exist_ok=True)
-    logf = build / "build.log"
-    t0 = time.time()
-    log(f"building {kb.name} from linux-source-{series} {version} in {build}")
-    with open(logf, "w") as lf:
-        def run(*targets):
-            cmd = kb.make_cmd(build, *targets)
-            lf.write("$ " + " ".join(cmd) + "\n")
-            lf.flush()
-            if subprocess.run(cmd, cwd=tree, stdout=lf, stderr=subprocess.STDOUT).returncode:
-                raise RuntimeError(f"kernel build {kb.name} failed at {targets}; see {logf}")
-        run(kb.base)
-        with open(build / ".config", "a") as cfg:
-            for f in kb.fragments:
-                cfg.write("\n" + Path(f).read_text())
-        run("olddefconfig")
-        bad = common.config_mismatches(build / ".config", common.fragment_settings(kb.fragments))
-        if bad:
-            raise RuntimeError(f"kernel config {kb.name}: fragment not honoured: {'; '.join(bad)}")
-        run(f"-j{os.cpu_count() or 2}", "vmlinux")
-    out = kb.dir
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(build / "vmlinux", out / "vmlinux")
-    shutil.copy2(build / ".config", out / "config")
-    shutil.copy2(logf, out / "build.log")
-    rel = build / "include" / "config" / "kernel.release"
-    (out / "meta.json").write_text(json.dumps({
-        "name": kb.name, "key": kb.key(), "arch": kb.arch, "series": series,
-        "source": f"linux-source-{series} {version} ({suite})",
-        "release": rel.read_text().strip() if rel.exists() else None,
-        "fragments": [Path(f).name for f in kb.fragments],
-        "build_seconds": round(time.time() - t0, 1), "jobs": os.cpu_count() or 2,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
-    log(f"built {kb.name} in {time.time() - t0:.0f} s")
-    return kb.image_path
-
-
-def kernel_image(pagesize: str, series: str = DEFAULT_SOURCE, build: bool = True) -> Path | None:
-    """The vmlinux for `series`: from the machine's own linux-source-<series>
-    when apt offers it, else from the newest suite that has it (sid)."""
+def kernel_build(pagesize: str, series: str = DEFAULT_SOURCE) -> KernelBuild:
+    """The build of `series`: from the machine's own linux-source-<series> when
+    apt offers it, else from the newest suite that has it (sid)."""
     if common.deb_version(f"linux-source-{series}") is not None or series == DEFAULT_SOURCE:
-        p = cached_kernel(pagesize, series)
-        return p or (build_kernel(pagesize, series) if build else None)
+        return kernel(pagesize, series)
     s, ver = newest_archive_source("sid", update=False)
     if s != series:
         raise RuntimeError(f"linux-source-{series} is neither installed nor the newest in sid ({s})")
-    kb = archive_kernel(pagesize, series, ver)
+    return archive_kernel(pagesize, series, ver)
+
+
+def kernel_image(pagesize: str, series: str = DEFAULT_SOURCE, build: bool = True) -> Path | None:
+    """The vmlinux of kernel_build, built (common.build_kernel) unless cached or not `build`."""
+    kb = kernel_build(pagesize, series)
     if kb.cached():
         return kb.image_path
-    return build_archive_kernel(pagesize, series, ver) if build else None
+    return common.build_kernel(kb, jobs=os.cpu_count() or 2) if build else None
 
 
 def kernel_label(pagesize: str, series: str = DEFAULT_SOURCE) -> str:
-    v = common.deb_version(f"linux-source-{series}")
-    if v is None:
-        try:
-            v = newest_archive_source("sid", update=False)[1] + " (sid)"
-        except Exception:
-            v = "?"
-    return f"linux-source-{series} {v}"
+    try:
+        return kernel_build(pagesize, series).source_label()
+    except (RuntimeError, OSError):
+        return f"linux-source-{series} ?"
 
 
 # --------------------------------------------------------------------- userspace
